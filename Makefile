@@ -1,0 +1,56 @@
+# Native1API developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto' | sort)
+USER ?= alice
+
+.PHONY: help install proto proto-check lint format check test test-all run token clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing runtime + dev dependencies (about a minute on a fresh machine)"
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar off -e ".[dev]"
+	@touch $(STAMP)
+	@echo "==> dependencies installed"
+
+install: $(STAMP) ## Create .venv with runtime and dev dependencies.
+
+proto: $(STAMP) ## Regenerate the committed Python stubs from protos/.
+	@rm -rf native1api
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--mypy_out=. --mypy_grpc_out=async_only:. $(PROTOS)
+	@find native1api -type d -exec sh -c 'echo "\"\"\"Generated from protos/ by make proto; do not edit.\"\"\"" > "$$0/__init__.py"' {} \;
+	@touch native1api/py.typed
+	@echo "==> stubs regenerated under native1api/"
+
+proto-check: proto ## Fail when the committed stubs differ from what the protos generate.
+	@git add -N native1api >/dev/null 2>&1 || true
+	@git diff --exit-code --stat -- native1api \
+		|| { echo "ERROR: generated stubs are stale: run 'make proto' and commit native1api/"; exit 1; }
+	@echo "==> stubs match the protos"
+
+format: $(STAMP) ## Format and auto-fix lint.
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check: $(STAMP) ## Format check, lint, mypy --strict.
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) ## Run the whole test suite.
+	$(VENV)/bin/pytest
+
+clean: ## Remove caches (keeps .venv and data/).
+	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Plumbing shared by the gRPC services: auth, status details, serving, logging, settings."""

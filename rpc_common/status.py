@@ -1,0 +1,67 @@
+"""Rich gRPC errors: a status code plus a `google.rpc.ErrorInfo` with a stable reason.
+
+Every failure our services return goes through `abort`, so callers (the REST bridge, internal
+gRPC clients) can rely on `ErrorInfo.reason` instead of parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "native1api.dev"
+
+
+class RpcError(Exception):
+    """A failure meant for the caller: raised in domain code, turned into a status at the edge.
+
+    `message` is shown to the caller, so it must never contain a secret.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+
+def to_status(error: RpcError) -> grpc.Status:
+    """Build the `grpc.Status` (with an ErrorInfo detail) that `context.abort_with_status` sends."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], error: RpcError) -> NoReturn:
+    """Abort the RPC with `error`'s code, message and ErrorInfo detail."""
+    await context.abort_with_status(to_status(error))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def error_info(call_status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
+    """Return the first ErrorInfo detail of a received status, if any."""
+    if call_status is None:
+        return None
+    for detail in call_status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
