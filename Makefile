@@ -14,13 +14,14 @@ USER ?= alice
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# Install progress goes to stderr so `TOKEN=$$(make -s token)` captures only the token.
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing runtime + dev dependencies (about a minute on a fresh machine)"
-	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar off -e ".[dev]"
+	@echo "==> creating $(VENV) and installing runtime + dev dependencies (about a minute on a fresh machine)" >&2
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV) >&2
+	@$(PY) -m pip install --quiet --upgrade pip >&2
+	@$(PY) -m pip install --quiet --progress-bar off -e ".[dev]" >&2
 	@touch $(STAMP)
-	@echo "==> dependencies installed"
+	@echo "==> dependencies installed" >&2
 
 install: $(STAMP) ## Create .venv with runtime and dev dependencies.
 
@@ -51,6 +52,12 @@ check: $(STAMP) ## Format check, lint, mypy --strict.
 
 test: $(STAMP) ## Run the whole test suite.
 	$(VENV)/bin/pytest
+
+run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-C stops).
+	$(PY) -m devstack
+
+token: $(STAMP) ## Print a dev ID token for the local stack: make token USER=alice
+	@$(PY) -m devstack.token "$(USER)"
 
 clean: ## Remove caches (keeps .venv and data/).
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -6,8 +6,10 @@ gRPC clients) can rely on `ErrorInfo.reason` instead of parsing messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NoReturn
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -65,3 +67,52 @@ def error_info(call_status: status_pb2.Status | None) -> error_details_pb2.Error
             detail.Unpack(info)
             return info
     return None
+
+
+_LOGGER = logging.getLogger(__name__)
+_Self = TypeVar("_Self")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Ctx = TypeVar("_Ctx", bound="grpc.aio.ServicerContext[Any, Any]")
+
+INTERNAL = RpcError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; it has been logged")
+
+
+def unary_errors(
+    method: Callable[[_Self, _Req, _Ctx], Awaitable[_Resp]],
+) -> Callable[[_Self, _Req, _Ctx], Awaitable[_Resp]]:
+    """Turn `RpcError` into its status and any other exception into a logged, generic INTERNAL.
+
+    This is the single boundary where domain errors become gRPC statuses.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: _Self, request: _Req, context: _Ctx) -> _Resp:
+        try:
+            return await method(self, request, context)
+        except RpcError as error:
+            await abort(context, error)
+        except Exception:
+            _LOGGER.exception("unhandled error in %s", method.__qualname__)
+            await abort(context, INTERNAL)
+
+    return wrapper
+
+
+def stream_errors(
+    method: Callable[[_Self, _Req, _Ctx], AsyncIterator[_Resp]],
+) -> Callable[[_Self, _Req, _Ctx], AsyncIterator[_Resp]]:
+    """`unary_errors` for server-streaming methods (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _Self, request: _Req, context: _Ctx) -> AsyncIterator[_Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except RpcError as error:
+            await abort(context, error)
+        except Exception:
+            _LOGGER.exception("unhandled error in %s", method.__qualname__)
+            await abort(context, INTERNAL)
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""Local development stack: embedded defaults, generated dev secrets, one command (SPEC §8)."""

@@ -1,0 +1,155 @@
+"""`python -m devstack` (what `make run` calls): the whole stack on one machine, dev defaults.
+
+Starts the vault, the gateway and the REST bridge as child processes with SQLite, dev secrets in
+`data/`, emulator-mode auth for `demo-native1api`, and, when no Cloudflare credentials are set, the
+local Workers AI stand-in. Ctrl-C stops everything; a child that dies stops the rest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.secrets import ensure_secret
+
+DATA = Path("data")
+STANDIN_PORT = int(os.environ.get("WORKERS_AI_STANDIN_PORT", "8787"))
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[devstack] {message}\n")
+    sys.stderr.flush()
+
+
+def _env() -> tuple[dict[str, str], bool]:
+    """The children's environment, and whether the Workers AI stand-in is needed."""
+    env = dict(os.environ)
+    env.setdefault("FIREBASE_PROJECT_ID", "demo-native1api")
+    env.setdefault("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    env.setdefault("VAULT_DATABASE_URL", "sqlite:///data/vault.db")
+    if not env.get("VAULT_MASTER_KEY"):
+        env.setdefault("VAULT_MASTER_KEY_FILE", str(ensure_secret(DATA / "master.key")))
+    if not env.get("SERVICE_TOKEN"):
+        env.setdefault("SERVICE_TOKEN_FILE", str(ensure_secret(DATA / "service.token")))
+    standin = not (env.get("CLOUDFLARE_ACCOUNT_ID") and env.get("CLOUDFLARE_API_TOKEN"))
+    if standin:
+        token_path = ensure_secret(DATA / "workers-ai-standin.token", 24)
+        env["CLOUDFLARE_ACCOUNT_ID"] = "local-standin"
+        env["CLOUDFLARE_API_TOKEN"] = token_path.read_text(encoding="utf-8").strip()
+        env["WORKERS_AI_BASE_URL"] = f"http://127.0.0.1:{STANDIN_PORT}/client/v4"
+    return env, standin
+
+
+def _children(env: dict[str, str], standin: bool) -> list[Child]:
+    py = sys.executable
+    children: list[Child] = []
+    if standin:
+        children.append(
+            Child(
+                "workers-ai-standin",
+                [
+                    py, "-m", "fakes", "workers-ai", "--port", str(STANDIN_PORT),
+                    "--token", env["CLOUDFLARE_API_TOKEN"],
+                ],
+            )
+        )
+    for module in ("vault_service", "gateway_service", "rest_bridge"):
+        if importlib.util.find_spec(f"{module}.__main__") is None:
+            _say(f"{module} is not built yet; starting without it")
+            continue
+        children.append(Child(module, [py, "-m", module]))
+    return children
+
+
+def _banner(env: dict[str, str], standin: bool) -> None:
+    bridge = env.get("BRIDGE_LISTEN_ADDR", "127.0.0.1:8080")
+    lines = [
+        "",
+        "=" * 72,
+        f" Native1API is running: http://{bridge}",
+        f" Auth: Firebase Auth Emulator mode, project {env['FIREBASE_PROJECT_ID']}",
+        "   (signatures NOT checked: development only)",
+        " A dev ID token:   make token USER=alice",
+        "",
+        " curl:",
+        f"   TOKEN=$(make -s token USER=alice)",
+        f"   curl -s http://{bridge}/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" \\",
+        "     -H 'Content-Type: application/json' \\",
+        "     -d '{\"model\":\"@cf/meta/llama-3.2-3b-instruct\",",
+        "          \"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}'",
+        "",
+        " OpenAI SDK (Python):",
+        f"   OpenAI(base_url=\"http://{bridge}/v1\", api_key=TOKEN)",
+    ]
+    if standin:
+        lines += [
+            "",
+            " !! No CLOUDFLARE_ACCOUNT_ID / CLOUDFLARE_API_TOKEN set: completions are served by",
+            f" !! the LOCAL Workers AI STAND-IN on 127.0.0.1:{STANDIN_PORT}, not real models.",
+        ]
+    lines += [" Ctrl-C stops everything.", "=" * 72, ""]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _stop(children: list[Child], grace_seconds: float = 15.0) -> None:
+    # Stop in reverse start order: the bridge drains first, the vault last.
+    for child in reversed(children):
+        if child.process and child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(grace_seconds)
+            except subprocess.TimeoutExpired:
+                _say(f"{child.name} did not stop in {grace_seconds:.0f} s; killing it")
+                child.process.kill()
+                child.process.wait()
+
+
+def main() -> int:
+    env, standin = _env()
+    children = _children(env, standin)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for child in children:
+        _say(f"starting {child.name}")
+        # A new session: Ctrl-C reaches only us, and we stop children in order.
+        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+    _banner(env, standin)
+    code = 0
+    while not stopping:
+        for child in children:
+            assert child.process is not None
+            status = child.process.poll()
+            if status is not None:
+                _say(
+                    f"{child.name} exited with status {status}; stopping the others. "
+                    "Its log lines above say why."
+                )
+                stopping, code = True, 1
+                break
+        time.sleep(0.2)
+    _say("stopping")
+    _stop(children)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
