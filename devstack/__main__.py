@@ -61,8 +61,14 @@ def _children(env: dict[str, str], standin: bool) -> list[Child]:
             Child(
                 "workers-ai-standin",
                 [
-                    py, "-m", "fakes", "workers-ai", "--port", str(STANDIN_PORT),
-                    "--token", env["CLOUDFLARE_API_TOKEN"],
+                    py,
+                    "-m",
+                    "fakes",
+                    "workers-ai",
+                    "--port",
+                    str(STANDIN_PORT),
+                    "--token",
+                    env["CLOUDFLARE_API_TOKEN"],
                 ],
             )
         )
@@ -85,14 +91,14 @@ def _banner(env: dict[str, str], standin: bool) -> None:
         " A dev ID token:   make token USER=alice",
         "",
         " curl:",
-        f"   TOKEN=$(make -s token USER=alice)",
-        f"   curl -s http://{bridge}/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" \\",
+        "   TOKEN=$(make -s token USER=alice)",
+        f'   curl -s http://{bridge}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\',
         "     -H 'Content-Type: application/json' \\",
-        "     -d '{\"model\":\"@cf/meta/llama-3.2-3b-instruct\",",
-        "          \"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"stream\":true}'",
+        '     -d \'{"model":"@cf/meta/llama-3.2-3b-instruct",',
+        '          "messages":[{"role":"user","content":"Hello"}],"stream":true}\'',
         "",
         " OpenAI SDK (Python):",
-        f"   OpenAI(base_url=\"http://{bridge}/v1\", api_key=TOKEN)",
+        f'   OpenAI(base_url="http://{bridge}/v1", api_key=TOKEN)',
     ]
     if standin:
         lines += [
@@ -131,7 +137,7 @@ def main() -> int:
     for child in children:
         _say(f"starting {child.name}")
         # A new session: Ctrl-C reaches only us, and we stop children in order.
-        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)  # noqa: S603 (our own argv)
     _banner(env, standin)
     code = 0
     while not stopping:

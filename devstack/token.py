@@ -29,7 +29,8 @@ def mint_emulator_token(uid: str, project_id: str, lifetime_seconds: int = 3600)
         "exp": now + lifetime_seconds,
         "firebase": {"identities": {}, "sign_in_provider": "custom"},
     }
-    return jwt.encode(claims, None, algorithm="none")
+    # pyjwt signs "none" with an empty signature, exactly like the Auth Emulator.
+    return jwt.encode(claims, "", algorithm="none")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,64 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support.tokens import TokenFactory
+from vault_service.crypto import KeyRing
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NATIVE1API_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def tokens() -> TokenFactory:
+    """One signing key for the session (RSA key generation is slow)."""
+    return TokenFactory()
+
+
+@pytest.fixture(scope="session")
+def keyring() -> KeyRing:
+    """A key ring derived once per session: PBKDF2 at 600k iterations is slow on purpose."""
+    return KeyRing("test-master-passphrase-0123456789-abcdef", (), b"\x00" * 16)
+
+
+def _postgres_available() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    """The PostgreSQL URL; a missing server skips locally but fails in CI."""
+    problem = _postgres_available()
+    if problem is not None:
+        message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({problem})"
+        if os.environ.get("NATIVE1API_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A URL whose connections use a fresh schema, dropped after the test.
+
+    Synchronous on purpose: async fixtures cannot be requested lazily (getfixturevalue).
+    """
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in postgres_admin else "?"
+    yield f"{postgres_admin}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
