@@ -61,3 +61,14 @@ def test_filter_redacts_arguments_and_tracebacks() -> None:
 def test_configure_logging_rejects_unknown_level() -> None:
     with pytest.raises(ValueError, match="LOG_LEVEL"):
         configure_logging("LOUD", service="test")
+
+
+def test_log_guard_catches_a_logged_key(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.support.logcheck import assert_logs_clean
+
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("test.guard").debug("fine: model=%s", "@cf/meta/llama")
+    assert_logs_clean(caplog)
+    logging.getLogger("test.guard").debug("oops %s", "sk-or-v1-abcdef0123456789")
+    with pytest.raises(AssertionError, match="credential-shaped"):
+        assert_logs_clean(caplog)

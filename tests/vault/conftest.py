@@ -10,12 +10,14 @@ NATIVE1API_REQUIRE_POSTGRES=1, which turns the skip into a failure (CI sets it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.logcheck import assert_logs_clean
 from vault_service.crypto import KeyRing, derive_kek
 from vault_service.storage import KeyStore, open_store
 
@@ -79,3 +81,11 @@ async def store(store_url: str) -> AsyncIterator[KeyStore]:
     opened = await open_store(store_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every vault test runs with DEBUG logging captured, and no line may carry a credential."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert_logs_clean(caplog, OLD_PASSPHRASE, NEW_PASSPHRASE, OTHER_PASSPHRASE)
