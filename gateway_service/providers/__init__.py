@@ -1,0 +1,1 @@
+"""Upstream providers: one module each, all behind the `Provider` protocol."""

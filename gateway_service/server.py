@@ -1,0 +1,92 @@
+"""Wiring the gateway process: settings → HTTP client, providers, router, vault client, server."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import grpc
+import httpx
+
+from gateway_service.config import GatewaySettings
+from gateway_service.providers.openrouter import OpenRouter
+from gateway_service.providers.together import Together
+from gateway_service.providers.workers_ai import WorkersAI
+from gateway_service.routing import AliasTable, Router
+from gateway_service.servicer import GatewayServicer
+from gateway_service.upstream_http import make_client
+from gateway_service.vault_client import VaultClient
+from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from rpc_common.auth import TokenVerifier
+from rpc_common.serve import Serving, bind_server, serve_until_signal
+
+SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+
+@dataclass
+class GatewayApp:
+    """A bound gateway server and what it owns; `aclose` releases all but the server."""
+
+    serving: Serving
+    http: httpx.AsyncClient
+    resources: AsyncExitStack
+
+    async def aclose(self) -> None:
+        await self.resources.aclose()
+
+
+def build_router(settings: GatewaySettings, http: httpx.AsyncClient) -> Router:
+    return Router(
+        aliases=AliasTable.load(),
+        workers_ai=WorkersAI(
+            http,
+            settings.http,
+            settings.workers_ai_base_url,
+            settings.cloudflare_account_id,
+            default_max_tokens=settings.default_max_tokens,
+        ),
+        workers_ai_token=settings.cloudflare_api_token,
+        byok_providers={
+            "openrouter": OpenRouter(http, settings.http, settings.openrouter_base_url),
+            "together": Together(http, settings.http, settings.together_base_url),
+        },
+    )
+
+
+async def build_gateway(
+    settings: GatewaySettings, *, verifier: TokenVerifier | None = None
+) -> GatewayApp:
+    """Create the shared HTTP client, providers and vault channel; bind (not start) the server."""
+    resources = AsyncExitStack()
+    try:
+        http = make_client(settings.http)
+        resources.push_async_callback(http.aclose)
+        if verifier is None:
+            verifier = TokenVerifier.from_settings(settings.auth)
+            resources.push_async_callback(verifier.aclose)
+        vault = VaultClient(
+            settings.vault_addr,
+            settings.service_token,
+            timeout_seconds=settings.vault_timeout_seconds,
+        )
+        resources.push_async_callback(vault.close)
+        servicer = GatewayServicer(
+            verifier=verifier, vault=vault, router=build_router(settings, http)
+        )
+
+        def register(server: grpc.aio.Server) -> None:
+            gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+
+        serving = bind_server(settings.listen_addr, register, [SERVICE_NAME])
+    except BaseException:
+        await resources.aclose()
+        raise
+    return GatewayApp(serving, http, resources)
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run the gateway until SIGTERM/SIGINT, letting in-flight streams finish."""
+    app = await build_gateway(settings)
+    await serve_until_signal(
+        app.serving, grace_seconds=settings.shutdown_grace_seconds, on_stopped=app.aclose
+    )

@@ -1,0 +1,139 @@
+"""GatewayService: authenticate, validate, route, call the provider, normalise, log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from gateway_service.normalize import StreamNormalizer, new_completion_id
+from gateway_service.providers.base import PROVIDER_ENUM, UpstreamCall
+from gateway_service.request_log import RequestRecord
+from gateway_service.routing import Route, Router
+from gateway_service.vault_client import VaultClient
+from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from rpc_common.auth import Caller, TokenVerifier, authenticate
+from rpc_common.openai import validate_request
+from rpc_common.status import RpcError, stream_errors, unary_errors
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _request_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
+    """Implements GatewayService for the user named by each call's ID token."""
+
+    def __init__(self, *, verifier: TokenVerifier, vault: VaultClient, router: Router) -> None:
+        self._verifier = verifier
+        self._vault = vault
+        self._router = router
+
+    async def _route(self, caller: Caller, model: str) -> Route:
+        return self._router.route(model, await self._vault.byok_key(caller))
+
+    @unary_errors
+    async def CreateChatCompletion(
+        self, request: gateway_service_pb2.CreateChatCompletionRequest, context: Context
+    ) -> gateway_service_pb2.CreateChatCompletionResponse:
+        started = time.perf_counter()
+        record = RequestRecord(_request_id(context), "", "CreateChatCompletion")
+        try:
+            caller = await authenticate(context, self._verifier)
+            record.uid = caller.uid
+            req = request.request
+            record.model = req.model
+            validate_request(req)
+            route = await self._route(caller, req.model)
+            record.provider = route.provider.name
+            call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
+            upstream_started = time.perf_counter()
+            completion = await route.provider.complete(call)
+            upstream = time.perf_counter() - upstream_started
+            record.upstream_ms = upstream * 1000
+            completion.model = req.model
+            if not completion.id:
+                completion.id = new_completion_id()
+            record.usage = completion.usage if completion.HasField("usage") else None
+            return gateway_service_pb2.CreateChatCompletionResponse(
+                completion=completion,
+                provider=PROVIDER_ENUM[route.provider.name],
+                upstream_duration=Duration(
+                    seconds=int(upstream), nanos=int((upstream % 1) * 1_000_000_000)
+                ),
+            )
+        except RpcError as error:
+            record.status, record.reason = error.code.name, error.reason
+            raise
+        finally:
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            record.emit()
+
+    @stream_errors
+    async def StreamChatCompletion(
+        self, request: gateway_service_pb2.StreamChatCompletionRequest, context: Context
+    ) -> AsyncIterator[gateway_service_pb2.StreamChatCompletionResponse]:
+        started = time.perf_counter()
+        record = RequestRecord(_request_id(context), "", "StreamChatCompletion")
+        try:
+            caller = await authenticate(context, self._verifier)
+            record.uid = caller.uid
+            req = request.request
+            record.model = req.model
+            validate_request(req)
+            route = await self._route(caller, req.model)
+            record.provider = route.provider.name
+            call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
+            normalizer = StreamNormalizer(req.model, route.provider.name)
+            provider = PROVIDER_ENUM[route.provider.name]
+            response = gateway_service_pb2.StreamChatCompletionResponse
+            first = True
+            upstream = route.provider.stream(call)
+            try:
+                async for chunk in upstream:
+                    for out in normalizer.feed(chunk):
+                        if first:
+                            first = False
+                            yield response(chunk=out, provider=provider)
+                        else:
+                            yield response(chunk=out)
+                for out in normalizer.finish():
+                    yield response(chunk=out)
+            finally:
+                # Closing the provider's generator closes the upstream connection at once,
+                # also when the gRPC call was cancelled mid-stream.
+                await upstream.aclose()
+                record.usage = normalizer.usage
+        except RpcError as error:
+            record.status, record.reason = error.code.name, error.reason
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status = "CANCELLED"  # the client went away
+            raise
+        except Exception:
+            record.status = "INTERNAL"
+            raise
+        finally:
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            record.emit()
+
+    @unary_errors
+    async def ListModels(
+        self, request: gateway_service_pb2.ListModelsRequest, context: Context
+    ) -> gateway_service_pb2.ListModelsResponse:
+        caller = await authenticate(context, self._verifier)
+        route = self._router.for_listing(await self._vault.byok_key(caller))
+        models = await route.provider.list_models(route.api_key, byok=route.byok)
+        return gateway_service_pb2.ListModelsResponse(
+            models=models, provider=PROVIDER_ENUM[route.provider.name]
+        )

@@ -1,0 +1,166 @@
+"""The one pooled HTTP client for all upstreams, and sending with retries before the first byte.
+
+Retries (SPEC §6): connect errors and HTTP 429/502/503, at most twice, honouring `Retry-After` up
+to a cap, and only before any byte of the answer was used. Once a 2xx response is returned to the
+adapter, nothing is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from gateway_service import errors
+from rpc_common.status import RpcError
+
+_LOGGER = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 502, 503})
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts and retry policy for upstream calls."""
+
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 120.0
+    total_timeout_seconds: float = 600.0
+    max_retries: int = 2
+    retry_after_cap_seconds: float = 5.0
+    max_connections: int = 512
+
+
+def make_client(settings: HttpSettings) -> httpx.AsyncClient:
+    """The process-wide client: keep-alive pool, explicit timeouts, no redirects (a redirect
+    would carry the Authorization header somewhere we did not choose)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout_seconds,
+            read=settings.read_timeout_seconds,
+            write=settings.read_timeout_seconds,
+            pool=settings.connect_timeout_seconds,
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+            keepalive_expiry=60.0,
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """`Retry-After` (seconds or HTTP date) or `retry-after-ms`, if present and sane."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+ErrorParser = Callable[[int, bytes, httpx.Headers], errors.UpstreamHTTPError]
+
+
+async def open_stream(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    provider: str,
+    byok: bool,
+    parse_error: ErrorParser,
+    settings: HttpSettings,
+) -> httpx.Response:
+    """Send `request` and return the open 2xx response (the caller must `aclose()` it).
+
+    Non-2xx answers are read (bounded), parsed by the provider's `parse_error` and raised as
+    the mapped `RpcError`.
+    """
+    attempt = 0
+    while True:
+        try:
+            response = await client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if attempt < settings.max_retries:
+                attempt += 1
+                _LOGGER.info("%s: %s, retry %d", provider, type(exc).__name__, attempt)
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            raise errors.unreachable(provider) from None
+        except httpx.TimeoutException:
+            raise errors.timed_out(provider) from None
+        except httpx.HTTPError as exc:
+            _LOGGER.warning("%s: transport error %s", provider, type(exc).__name__)
+            raise errors.unreachable(provider) from None
+        if response.is_success:
+            return response
+        body = await _read_bounded(response)
+        await response.aclose()
+        retry_after = retry_after_seconds(response.headers)
+        if response.status_code in RETRYABLE_STATUS and attempt < settings.max_retries:
+            delay = retry_after if retry_after is not None else _backoff(attempt + 1)
+            if delay <= settings.retry_after_cap_seconds:
+                attempt += 1
+                _LOGGER.info(
+                    "%s: HTTP %d, retry %d in %.2f s",
+                    provider,
+                    response.status_code,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+        failure = parse_error(response.status_code, body, response.headers)
+        if failure.retry_after is None:
+            failure.retry_after = retry_after
+        raise errors.from_upstream_status(provider, failure, byok=byok)
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # a broken error body still tells us the status
+    return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+def _backoff(attempt: int) -> float:
+    # 0.1 s, 0.2 s, ... with jitter so that many clients do not retry in lockstep.
+    base: float = min(2.0, 0.1 * 2.0 ** (attempt - 1))
+    return base * (0.5 + random.random() / 2)  # noqa: S311
+
+
+def ensure_rpc_error(exc: BaseException, provider: str) -> RpcError:
+    """Translate an httpx failure that happened while reading a 2xx body."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.timed_out(provider)
+    return errors.stream_interrupted(provider, type(exc).__name__)
