@@ -27,6 +27,7 @@ class GatewaySettings:
     default_max_tokens: int = 1024
     http: HttpSettings = field(default_factory=HttpSettings)
     vault_timeout_seconds: float = 3.0
+    metrics_addr: str = ""
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
 
@@ -72,6 +73,7 @@ class GatewaySettings:
                 ),
             ),
             vault_timeout_seconds=positive_float(environ, "GATEWAY_VAULT_TIMEOUT_SECONDS", 3.0),
+            metrics_addr=optional(environ, "GATEWAY_METRICS_ADDR", ""),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),
         )

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
+from prometheus_client import start_http_server
 
 from gateway_service.config import GatewaySettings
+from gateway_service.metrics import GatewayMetrics
 from gateway_service.providers.openrouter import OpenRouter
 from gateway_service.providers.together import Together
 from gateway_service.providers.workers_ai import WorkersAI
@@ -29,6 +31,7 @@ class GatewayApp:
 
     serving: Serving
     http: httpx.AsyncClient
+    metrics: GatewayMetrics
     resources: AsyncExitStack
 
     async def aclose(self) -> None:
@@ -70,8 +73,9 @@ async def build_gateway(
             timeout_seconds=settings.vault_timeout_seconds,
         )
         resources.push_async_callback(vault.close)
+        metrics = GatewayMetrics()
         servicer = GatewayServicer(
-            verifier=verifier, vault=vault, router=build_router(settings, http)
+            verifier=verifier, vault=vault, router=build_router(settings, http), metrics=metrics
         )
 
         def register(server: grpc.aio.Server) -> None:
@@ -81,12 +85,18 @@ async def build_gateway(
     except BaseException:
         await resources.aclose()
         raise
-    return GatewayApp(serving, http, resources)
+    return GatewayApp(serving, http, metrics, resources)
 
 
 async def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM/SIGINT, letting in-flight streams finish."""
     app = await build_gateway(settings)
+    if settings.metrics_addr:
+        host, _, port = settings.metrics_addr.rpartition(":")
+        server, _thread = start_http_server(
+            int(port), host or "127.0.0.1", registry=app.metrics.registry
+        )
+        app.resources.callback(server.shutdown)
     await serve_until_signal(
         app.serving, grace_seconds=settings.shutdown_grace_seconds, on_stopped=app.aclose
     )

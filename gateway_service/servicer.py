@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from gateway_service.metrics import GatewayMetrics
 from gateway_service.normalize import StreamNormalizer, new_completion_id
 from gateway_service.providers.base import PROVIDER_ENUM, UpstreamCall
 from gateway_service.request_log import RequestRecord
@@ -34,10 +35,23 @@ def _request_id(context: Context) -> str:
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     """Implements GatewayService for the user named by each call's ID token."""
 
-    def __init__(self, *, verifier: TokenVerifier, vault: VaultClient, router: Router) -> None:
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        vault: VaultClient,
+        router: Router,
+        metrics: GatewayMetrics,
+    ) -> None:
         self._verifier = verifier
         self._vault = vault
         self._router = router
+        self._metrics = metrics
+
+    def _finish(self, record: RequestRecord, started: float) -> None:
+        record.latency_ms = (time.perf_counter() - started) * 1000
+        record.emit()
+        self._metrics.observe(record)
 
     async def _route(self, caller: Caller, model: str) -> Route:
         return self._router.route(model, await self._vault.byok_key(caller))
@@ -76,8 +90,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.status, record.reason = error.code.name, error.reason
             raise
         finally:
-            record.latency_ms = (time.perf_counter() - started) * 1000
-            record.emit()
+            self._finish(record, started)
 
     @stream_errors
     async def StreamChatCompletion(
@@ -99,6 +112,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             response = gateway_service_pb2.StreamChatCompletionResponse
             first = True
             upstream = route.provider.stream(call)
+            self._metrics.streams_in_flight.inc()
             try:
                 async for chunk in upstream:
                     for out in normalizer.feed(chunk):
@@ -113,6 +127,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 # Closing the provider's generator closes the upstream connection at once,
                 # also when the gRPC call was cancelled mid-stream.
                 await upstream.aclose()
+                self._metrics.streams_in_flight.dec()
                 record.usage = normalizer.usage
         except RpcError as error:
             record.status, record.reason = error.code.name, error.reason
@@ -124,8 +139,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.status = "INTERNAL"
             raise
         finally:
-            record.latency_ms = (time.perf_counter() - started) * 1000
-            record.emit()
+            self._finish(record, started)
 
     @unary_errors
     async def ListModels(

@@ -266,3 +266,16 @@ async def test_hundred_concurrent_streams_get_their_own_content(stack: Stack) ->
     results = await asyncio.gather(*(one(i) for i in range(100)))
     for i, text in results:
         assert text == reply_text(f"prompt number {i}")
+
+
+async def test_metrics_count_requests_and_tokens_without_user_labels(stack: Stack) -> None:
+    await collect(stack, "metrics-user", chat("count my tokens"))
+    registry = stack.gateway_app.metrics.registry
+    labels = {"provider": "workers-ai", "model": LLAMA, "kind": "completion"}
+    assert (registry.get_sample_value("native1api_gateway_tokens_total", labels) or 0) > 0
+    ok = {"rpc": "StreamChatCompletion", "provider": "workers-ai", "status": "OK"}
+    assert registry.get_sample_value("native1api_gateway_requests_total", ok) == 1
+    assert registry.get_sample_value("native1api_gateway_streams_in_flight") == 0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            assert "metrics-user" not in str(sample.labels.values())
