@@ -163,4 +163,6 @@ def ensure_rpc_error(exc: BaseException, provider: str) -> RpcError:
         return exc
     if isinstance(exc, httpx.TimeoutException):
         return errors.timed_out(provider)
-    return errors.stream_interrupted(provider, type(exc).__name__)
+    # The exception class is for our logs, not for the caller.
+    _LOGGER.info("%s: stream broken by %s", provider, type(exc).__name__)
+    return errors.stream_interrupted(provider, "the connection was closed")

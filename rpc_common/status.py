@@ -92,6 +92,8 @@ def unary_errors(
             return await method(self, request, context)
         except RpcError as error:
             await abort(context, error)
+        except grpc.aio.AbortError:
+            raise  # the RPC was already aborted with its own status (e.g. by `authenticate`)
         except Exception:
             _LOGGER.exception("unhandled error in %s", method.__qualname__)
             await abort(context, INTERNAL)
@@ -111,6 +113,8 @@ def stream_errors(
                 yield item
         except RpcError as error:
             await abort(context, error)
+        except grpc.aio.AbortError:
+            raise  # the RPC was already aborted with its own status (e.g. by `authenticate`)
         except Exception:
             _LOGGER.exception("unhandled error in %s", method.__qualname__)
             await abort(context, INTERNAL)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support.stack import Stack, running_stack
 from tests.support.tokens import TokenFactory
 from vault_service.crypto import KeyRing
 
@@ -62,3 +64,10 @@ def postgres_url(postgres_admin: str) -> Iterator[str]:
     yield f"{postgres_admin}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(postgres_admin, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, tokens: TokenFactory, keyring: KeyRing) -> AsyncIterator[Stack]:
+    """Fake upstreams, a real vault and a real gateway, in process on loopback ports."""
+    async with running_stack(tmp_path, tokens, keyring) as running:
+        yield running

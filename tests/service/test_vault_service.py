@@ -204,7 +204,9 @@ async def test_access_requires_user_token_too(vault: Vault) -> None:
 
 
 @pytest.mark.parametrize("method", ["PutApiKey", "GetApiKeyStatus", "DeleteApiKey"])
-async def test_every_rpc_requires_a_token(vault: Vault, method: str) -> None:
+async def test_every_rpc_requires_a_token(
+    vault: Vault, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
     requests = {
         "PutApiKey": vault_service_pb2.PutApiKeyRequest(api_key=OPENROUTER_KEY),
         "GetApiKeyStatus": vault_service_pb2.GetApiKeyStatusRequest(),
@@ -214,6 +216,8 @@ async def test_every_rpc_requires_a_token(vault: Vault, method: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await getattr(vault.stub, method)(requests[method], metadata=metadata)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A refused token is an ordinary outcome, not an unhandled error with a traceback.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_tampered_row_is_one_generic_error(vault: Vault) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +69,31 @@ class Service:
                 time.sleep(0.1)
         raise AssertionError(f"{self.module} not healthy in {timeout} s:\n{self.log[-3000:]}")
 
+    def wait_http_ready(self, url: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.module} exited early:\n{self.log[-3000:]}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.module} not ready in {timeout} s:\n{self.log[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        assert self.process is not None
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit status."""
         assert self.process is not None
@@ -81,6 +107,7 @@ class Service:
                 raise AssertionError(
                     f"{self.module} ignored SIGTERM:\n{self.log[-3000:]}"
                 ) from None
+        self._close_pipes()
         return self.process.returncode
 
 
@@ -97,3 +124,25 @@ def run_module(
         timeout=timeout,
         check=False,
     )
+
+
+def start_fake(
+    provider: str, tokens: list[str], log_path: Path, *extra: str
+) -> tuple[Service, str]:
+    """`python -m fakes PROVIDER --port 0` as a subprocess; returns it and its base URL."""
+    args = [provider, "--port", "0", *(f"--token={t}" for t in tokens), *extra]
+    service = Service("fakes", {}, log_path, tuple(args))
+    log = log_path.open("ab")
+    service.process = subprocess.Popen(
+        [sys.executable, "-m", "fakes", *args],
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    log.close()
+    assert service.process.stdout is not None
+    line = service.process.stdout.readline().decode().strip()
+    if not line.startswith("READY "):
+        service.kill()
+        raise AssertionError(f"fake {provider} did not start: {line!r}\n{service.log[-2000:]}")
+    return service, line.removeprefix("READY ")

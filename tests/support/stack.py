@@ -76,6 +76,8 @@ async def running_stack(
                 service_token=SERVICE_TOKEN,
                 listen_addr="127.0.0.1:0",
                 database_url=f"sqlite:///{tmp_path}/vault.db",
+                openrouter_base_url=orr_url,
+                together_base_url=tog_url,
             ),
             keyring=keyring,
             verifier=tokens.verifier(),

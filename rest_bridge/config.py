@@ -1,0 +1,111 @@
+"""Bridge settings, read once from the environment (SPEC §7).
+
+Every problem raises `ConfigError` naming the variable, so `python -m rest_bridge` can fail fast
+with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rpc_common.config import ConfigError, optional, positive_float, positive_int
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    """Everything `python -m rest_bridge` needs. None of it is secret."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    gateway_addr: str = "127.0.0.1:50052"
+    vault_addr: str = "127.0.0.1:50051"
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    first_chunk_wait_seconds: float = 5.0
+    keepalive_seconds: float = 15.0
+    # Deadline for the short RPCs (vault, model list); chat calls are bounded by the gateway's
+    # own upstream timeouts, which know how long a model may legitimately think.
+    rpc_timeout_seconds: float = 30.0
+    ready_timeout_seconds: float = 2.0
+    shutdown_grace_seconds: float = 15.0
+    log_level: str = "INFO"
+
+    @property
+    def listen_addr(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> BridgeSettings:
+        """Read and validate the settings; raises ConfigError naming the offending variable."""
+        host, port = parse_listen_addr(
+            "BRIDGE_LISTEN_ADDR", optional(environ, "BRIDGE_LISTEN_ADDR", "127.0.0.1:8080")
+        )
+        return cls(
+            listen_host=host,
+            listen_port=port,
+            gateway_addr=_target(environ, "GATEWAY_ADDR", "127.0.0.1:50052"),
+            vault_addr=_target(environ, "VAULT_ADDR", "127.0.0.1:50051"),
+            cors_origins=parse_origins(
+                "BRIDGE_CORS_ORIGINS", environ.get("BRIDGE_CORS_ORIGINS", "")
+            ),
+            max_body_bytes=positive_int(environ, "BRIDGE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            first_chunk_wait_seconds=positive_float(
+                environ, "BRIDGE_FIRST_CHUNK_WAIT_SECONDS", 5.0
+            ),
+            keepalive_seconds=positive_float(environ, "BRIDGE_KEEPALIVE_SECONDS", 15.0),
+            rpc_timeout_seconds=positive_float(environ, "BRIDGE_RPC_TIMEOUT_SECONDS", 30.0),
+            ready_timeout_seconds=positive_float(environ, "BRIDGE_READY_TIMEOUT_SECONDS", 2.0),
+            shutdown_grace_seconds=positive_float(environ, "BRIDGE_SHUTDOWN_GRACE_SECONDS", 15.0),
+            log_level=_log_level(environ),
+        )
+
+
+def parse_listen_addr(name: str, value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 hosts in brackets) -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name} must be HOST:PORT, e.g. 127.0.0.1:8080; got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{name}: the port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: the port must be 0..65535, got {port}")
+    return host, port
+
+
+def parse_origins(name: str, value: str) -> tuple[str, ...]:
+    """A comma-separated list of browser origins (`https://app.example.com`) or `*`."""
+    origins: list[str] = []
+    for raw in value.split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{name}: each origin must be '*' or start with http:// or https://, got {origin!r}"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _target(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = optional(environ, name, default)
+    if any(ch.isspace() for ch in value) or ":" not in value:
+        raise ConfigError(f"{name} must be a gRPC target such as 127.0.0.1:50052, got {value!r}")
+    return value
+
+
+def _log_level(environ: Mapping[str, str]) -> str:
+    level = optional(environ, "LOG_LEVEL", "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}")
+    return level

@@ -1,0 +1,1 @@
+"""The bridge's HTTP routes, one module per resource."""
