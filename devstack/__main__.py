@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.secrets import ensure_secret
 
 DATA = Path("data")
+READY_TIMEOUT_SECONDS = 60.0
 STANDIN_PORT = int(os.environ.get("WORKERS_AI_STANDIN_PORT", "8787"))
 
 
@@ -36,13 +38,14 @@ def _say(message: str) -> None:
 
 def _env() -> tuple[dict[str, str], bool]:
     """The children's environment, and whether the Workers AI stand-in is needed."""
-    env = dict(os.environ)
+    # An empty variable counts as unset, as it does for the services themselves.
+    env = {key: value for key, value in os.environ.items() if value}
     env.setdefault("FIREBASE_PROJECT_ID", "demo-native1api")
     env.setdefault("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     env.setdefault("VAULT_DATABASE_URL", "sqlite:///data/vault.db")
-    if not env.get("VAULT_MASTER_KEY"):
+    if "VAULT_MASTER_KEY" not in env:
         env.setdefault("VAULT_MASTER_KEY_FILE", str(ensure_secret(DATA / "master.key")))
-    if not env.get("SERVICE_TOKEN"):
+    if "SERVICE_TOKEN" not in env:
         env.setdefault("SERVICE_TOKEN_FILE", str(ensure_secret(DATA / "service.token")))
     standin = not (env.get("CLOUDFLARE_ACCOUNT_ID") and env.get("CLOUDFLARE_API_TOKEN"))
     if standin:
@@ -80,6 +83,14 @@ def _children(env: dict[str, str], standin: bool) -> list[Child]:
     return children
 
 
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own http URL)
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def _banner(env: dict[str, str], standin: bool) -> None:
     bridge = env.get("BRIDGE_LISTEN_ADDR", "127.0.0.1:8080")
     lines = [
@@ -99,6 +110,8 @@ def _banner(env: dict[str, str], standin: bool) -> None:
         "",
         " OpenAI SDK (Python):",
         f'   OpenAI(base_url="http://{bridge}/v1", api_key=TOKEN)',
+        " Our SDK (sdk/python/native1api_client.py, sdk/js/native1api.mjs):",
+        f'   Native1API("http://{bridge}", token=TOKEN).chat.completions.create(...)',
     ]
     if standin:
         lines += [
@@ -135,21 +148,32 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     for child in children:
-        _say(f"starting {child.name}")
         # A new session: Ctrl-C reaches only us, and we stop children in order.
         child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)  # noqa: S603 (our own argv)
-    _banner(env, standin)
+        _say(f"started {child.name} (pid {child.process.pid})")
+    ready_url = f"http://{env.get('BRIDGE_LISTEN_ADDR', '127.0.0.1:8080')}/readyz"
+    announced = False
+    started = time.monotonic()
     code = 0
     while not stopping:
-        for child in children:
-            assert child.process is not None
-            status = child.process.poll()
-            if status is not None:
+        dead = next((c for c in children if c.process and c.process.poll() is not None), None)
+        if dead is not None:
+            assert dead.process is not None
+            _say(
+                f"{dead.name} exited with status {dead.process.returncode}; stopping the others. "
+                "Its log lines above say why."
+            )
+            code = 1
+            break
+        if not announced:
+            if _ready(ready_url):
+                _banner(env, standin)
+                announced = True
+            elif time.monotonic() - started > READY_TIMEOUT_SECONDS:
                 _say(
-                    f"{child.name} exited with status {status}; stopping the others. "
-                    "Its log lines above say why."
+                    f"the stack is not ready after {READY_TIMEOUT_SECONDS:.0f} s; see the logs above"
                 )
-                stopping, code = True, 1
+                code = 1
                 break
         time.sleep(0.2)
     _say("stopping")
