@@ -94,6 +94,13 @@ class Service:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for a process already told to stop (a second signal would race its shutdown)."""
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        self._close_pipes()
+        return code
+
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit status."""
         assert self.process is not None
