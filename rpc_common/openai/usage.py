@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from native1api.gateway.v1 import chat_pb2
@@ -31,6 +32,8 @@ def usage_to_json(usage: chat_pb2.Usage) -> dict[str, Any]:
         if completion.HasField("audio_tokens"):
             details["audio_tokens"] = completion.audio_tokens
         out["completion_tokens_details"] = details
+    if usage.HasField("cost"):
+        out["cost"] = usage.cost  # OpenRouter's field; OpenAI clients ignore unknown keys
     return out
 
 
@@ -39,7 +42,8 @@ def usage_from_json(raw: Any, usage: chat_pb2.Usage) -> None:
 
     Missing counts are 0 and a missing `total_tokens` is the sum. Together's top-level
     `reasoning_tokens` fills `completion_tokens_details.reasoning_tokens` when that is absent.
-    Keys without a proto home (OpenRouter `cost`, `accepted_prediction_tokens`, ...) are ignored.
+    OpenRouter's `cost` is kept. Keys without a proto home (`accepted_prediction_tokens`, ...)
+    are ignored.
     """
     body = object_of(raw, "usage")
     usage.prompt_tokens = int_of(body.get("prompt_tokens"), "usage.prompt_tokens")
@@ -58,6 +62,9 @@ def usage_from_json(raw: Any, usage: chat_pb2.Usage) -> None:
     for key in ("reasoning_tokens", "audio_tokens"):
         if completion.get(key) is not None:
             setattr(usage.completion_tokens_details, key, int_of(completion[key], f"usage.{key}"))
+    cost = body.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
+        usage.cost = float(cost)
     reasoning = body.get("reasoning_tokens")
     if reasoning is not None and not usage.completion_tokens_details.HasField("reasoning_tokens"):
         usage.completion_tokens_details.reasoning_tokens = int_of(

@@ -969,12 +969,17 @@ class Usage(_message.Message):
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     PROMPT_TOKENS_DETAILS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_DETAILS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """prompt_tokens is the number of input tokens."""
     completion_tokens: _builtins.int
     """completion_tokens is the number of output tokens."""
     total_tokens: _builtins.int
     """total_tokens is their sum as the provider reported it."""
+    cost: _builtins.float
+    """cost is what the provider charged for the request, in its credits (OpenRouter's
+    `usage.cost`), when it reports one; kept for billing.
+    """
     @_builtins.property
     def prompt_tokens_details(self) -> Global___PromptTokensDetails:
         """prompt_tokens_details breaks down prompt tokens, when reported."""
@@ -991,12 +996,15 @@ class Usage(_message.Message):
         total_tokens: _builtins.int = ...,
         prompt_tokens_details: Global___PromptTokensDetails | None = ...,
         completion_tokens_details: Global___CompletionTokensDetails | None = ...,
+        cost: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completion_tokens_details", b"completion_tokens_details", "prompt_tokens_details", b"prompt_tokens_details"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "completion_tokens_details", b"completion_tokens_details", "cost", b"cost", "prompt_tokens_details", b"prompt_tokens_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "completion_tokens_details", b"completion_tokens_details", "prompt_tokens", b"prompt_tokens", "prompt_tokens_details", b"prompt_tokens_details", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "completion_tokens", b"completion_tokens", "completion_tokens_details", b"completion_tokens_details", "cost", b"cost", "prompt_tokens", b"prompt_tokens", "prompt_tokens_details", b"prompt_tokens_details", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cost: _TypeAlias = _typing.Literal["cost"]  # noqa: Y015
+    _WhichOneofArgType__cost: _TypeAlias = _typing.Literal["_cost", b"_cost"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost) -> _WhichOneofReturnType__cost | None: ...
 
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
 

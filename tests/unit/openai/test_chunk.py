@@ -196,6 +196,7 @@ PROVIDER_CHUNKS: list[tuple[str, bytes, list[dict[str, Any]], dict[str, Any] | N
             "total_tokens": 1354,
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 1313},
+            "cost": 0.0027781,  # OpenRouter's billing figure is kept (wire-formats §5.3)
         },
     ),
     (

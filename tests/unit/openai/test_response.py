@@ -258,6 +258,7 @@ def test_openrouter_completion() -> None:
         "total_tokens": 465,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 432, "audio_tokens": 0},
+        "cost": 0.00044952,  # OpenRouter's billing figure is kept (wire-formats §5.3)
     }
     assert "provider" not in produced
     SdkChatCompletion.model_validate(produced)
