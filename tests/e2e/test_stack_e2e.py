@@ -58,6 +58,15 @@ def test_byok_round_trip_and_restart_keeps_keys(e2e: E2E) -> None:
         provider, content, _ = _stream(client, e2e, "erin", "hello byok")
         assert (provider, content) == ("openrouter", reply_text("hello byok"))
 
+        # The gateway's own Prometheus endpoint counted both completions, without user ids.
+        metrics = client.get(f"http://{e2e.env['GATEWAY_METRICS_ADDR']}/metrics").text
+        assert (
+            'native1api_gateway_tokens_total{kind="completion",model="@cf/meta/llama-3.2-3b-instruct",provider="openrouter"}'
+            in metrics
+        )
+        assert 'provider="workers-ai",rpc="StreamChatCompletion",status="OK"' in metrics
+        assert "erin" not in metrics
+
         # The vault restarts; the key is still there.
         assert e2e.services["vault"].terminate() == 0
         e2e.start("vault")

@@ -69,6 +69,7 @@ def running_processes(tmp_path: Path, emulator_host: str = "127.0.0.1:9099") -> 
         "WORKERS_AI_BASE_URL": workers_url,
         "OPENROUTER_BASE_URL": openrouter_url,
         "TOGETHER_BASE_URL": together_url,
+        "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
         "LOG_LEVEL": "DEBUG",
     }
     stack = E2E(
