@@ -66,8 +66,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             caller = await authenticate(context, self._verifier)
             record.uid = caller.uid
             req = request.request
-            record.model = req.model
             validate_request(req)
+            record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
             call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
@@ -102,8 +102,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             caller = await authenticate(context, self._verifier)
             record.uid = caller.uid
             req = request.request
-            record.model = req.model
             validate_request(req)
+            record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
             call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)

@@ -8,6 +8,7 @@ OpenAI's own errors so clients that show them read naturally.
 from __future__ import annotations
 
 import math
+import re
 from typing import Final
 
 from google.protobuf import struct_pb2
@@ -34,6 +35,7 @@ _PARTS_BY_ROLE: Final[dict[chat_pb2.Role.ValueType, tuple[str, ...]]] = {
     chat_pb2.ROLE_ASSISTANT: ("text", "refusal"),
     chat_pb2.ROLE_USER: ("text", "image_url", "input_audio", "file"),
 }
+_MODEL_ID: Final = re.compile(r"[!-~]{1,256}")
 _KNOWN_PART_TYPES: Final = frozenset(("text", "refusal", "image_url", "input_audio", "file"))
 # Roles whose `content` OpenAI requires; assistant (tool calls) and function may send null.
 _CONTENT_REQUIRED: Final = frozenset(
@@ -45,6 +47,13 @@ def validate_request(req: chat_pb2.ChatCompletionRequest) -> None:
     """Raise INVALID_ARGUMENT (with `param` and `code`) for the first rule `req` breaks."""
     if not req.model:
         raise missing("model")
+    if not _MODEL_ID.fullmatch(req.model):
+        # Model ids go into upstream URLs, logs and metric labels: printable ASCII, no spaces.
+        raise invalid(
+            "Invalid 'model': a model id is 1 to 256 printable ASCII characters without spaces.",
+            "model",
+            "invalid_value",
+        )
     if not req.messages:
         raise _empty_array("messages")
     for index, message in enumerate(req.messages):

@@ -537,3 +537,32 @@ def test_an_empty_tool_choice_is_ignored() -> None:
     request = grpc_request()
     request.tool_choice.SetInParent()
     validate_request(request)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["bad model", "x\nINFO forged log line", "\x00", "m" * 257, "modèle", "tab\tbed"],
+)
+def test_model_ids_are_printable_ascii_without_spaces(model: str) -> None:
+    req = chat_pb2.ChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, text="hi")]
+    )
+    with pytest.raises(RpcError) as info:
+        validate_request(req)
+    assert info.value.metadata["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "@cf/meta/llama-3.2-3b-instruct",
+        "openai/gpt-oss-20b:free",
+        "Qwen/Qwen3.5-35B-A3B",
+        "m" * 256,
+    ],
+)
+def test_real_model_ids_pass(model: str) -> None:
+    req = chat_pb2.ChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, text="hi")]
+    )
+    validate_request(req)
