@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto' | sort)
 USER ?= alice
 
-.PHONY: help install proto proto-check lint format check test test-all run token clean
+.PHONY: help install proto proto-check lint format check test test-all run token clean bench bench-soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-
 
 token: $(STAMP) ## Print a dev ID token for the local stack: make token USER=alice
 	@$(PY) -m devstack.token "$(USER)"
+
+bench: $(STAMP) ## Overhead benchmark (about 4 min): report in bench/results/, see bench/README.md.
+	$(PY) -m bench
+
+bench-soak: $(STAMP) ## Memory soak: 10,000 streamed requests through REST; RSS must stay flat.
+	$(PY) -m bench --soak 10000
 
 clean: ## Remove caches (keeps .venv and data/).
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

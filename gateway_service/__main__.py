@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from gateway_service.config import GatewaySettings
+from rpc_common import aio
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 
@@ -28,7 +28,7 @@ def main() -> int:
     )
     from gateway_service.server import serve
 
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
     return 0
 
 

@@ -27,6 +27,9 @@ class GatewaySettings:
     default_max_tokens: int = 1024
     http: HttpSettings = field(default_factory=HttpSettings)
     vault_timeout_seconds: float = 3.0
+    #: How long a user's AccessApiKey answer may be reused (0: ask the vault on every request).
+    #: Saves and deletes reach the cache at once over the vault's change feed; see vault_client.
+    vault_cache_seconds: float = 2.0
     metrics_addr: str = ""
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
@@ -73,7 +76,25 @@ class GatewaySettings:
                 ),
             ),
             vault_timeout_seconds=positive_float(environ, "GATEWAY_VAULT_TIMEOUT_SECONDS", 3.0),
+            vault_cache_seconds=_cache_seconds(environ, "GATEWAY_VAULT_CACHE_SECONDS", 2.0),
             metrics_addr=optional(environ, "GATEWAY_METRICS_ADDR", ""),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),
         )
+
+
+MAX_VAULT_CACHE_SECONDS = 10.0
+
+
+def _cache_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """0 (off) up to MAX_VAULT_CACHE_SECONDS: the cache is a few seconds at most, by design."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= MAX_VAULT_CACHE_SECONDS:
+        raise ConfigError(f"{name} must be between 0 and {MAX_VAULT_CACHE_SECONDS:g}, got {raw!r}")
+    return value

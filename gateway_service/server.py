@@ -33,6 +33,7 @@ class GatewayApp:
     http: httpx.AsyncClient
     metrics: GatewayMetrics
     resources: AsyncExitStack
+    vault: VaultClient | None = None
 
     async def aclose(self) -> None:
         await self.resources.aclose()
@@ -71,8 +72,10 @@ async def build_gateway(
             settings.vault_addr,
             settings.service_token,
             timeout_seconds=settings.vault_timeout_seconds,
+            cache_seconds=settings.vault_cache_seconds,
         )
         resources.push_async_callback(vault.close)
+        vault.start()
         metrics = GatewayMetrics()
         servicer = GatewayServicer(
             verifier=verifier, vault=vault, router=build_router(settings, http), metrics=metrics
@@ -85,7 +88,7 @@ async def build_gateway(
     except BaseException:
         await resources.aclose()
         raise
-    return GatewayApp(serving, http, metrics, resources)
+    return GatewayApp(serving, http, metrics, resources, vault)
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -12,8 +12,10 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -24,6 +26,10 @@ _LOGGER = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 502, 503})
 MAX_ERROR_BODY = 64 * 1024
+# After `[DONE]`, how long and how many stray events we read while waiting for the body's end.
+KEEPALIVE_EXPIRY = 60.0
+DRAIN_SECONDS = 0.25
+DRAIN_MAX_EVENTS = 8
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,21 @@ class HttpSettings:
     max_connections: int = 512
 
 
-def make_client(settings: HttpSettings) -> httpx.AsyncClient:
-    """The process-wide client: keep-alive pool, explicit timeouts, no redirects (a redirect
-    would carry the Authorization header somewhere we did not choose)."""
+class _NoCookies(DefaultCookiePolicy):
+    """Refuses every cookie."""
+
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+
+def make_client(
+    settings: HttpSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The process-wide client: httpx's own pooled transport, explicit timeouts, no redirects (a
+    redirect would carry the Authorization header somewhere we did not choose). `transport` is
+    for tests."""
     return httpx.AsyncClient(
+        transport=transport,
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
@@ -51,10 +68,13 @@ def make_client(settings: HttpSettings) -> httpx.AsyncClient:
         limits=httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
-            keepalive_expiry=60.0,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
         ),
         follow_redirects=False,
         trust_env=False,
+        # One client serves every user's requests: it must never store a cookie an upstream set
+        # (Cloudflare sets `__cf_bm`) and replay it on someone else's request.
+        cookies=CookieJar(policy=_NoCookies()),
     )
 
 
@@ -149,6 +169,30 @@ async def _read_bounded(response: httpx.Response) -> bytes:
     except httpx.HTTPError:
         pass  # a broken error body still tells us the status
     return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+async def drain_after_done(
+    events: AsyncIterator[object],
+    *,
+    seconds: float = DRAIN_SECONDS,
+    max_events: int = DRAIN_MAX_EVENTS,
+) -> None:
+    """Read what is left of a stream after its `[DONE]`, so the connection goes back to the pool.
+
+    After `[DONE]` only the end of the chunked body normally follows, often in the same packet.
+    Closing the response before reading it would make httpcore drop the connection, and the next
+    stream would pay for a new TCP connection. An upstream that keeps the body open or keeps
+    sending is not waited for: the caller's `response.aclose()` then closes the connection.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            seen = 0
+            async for _ in events:
+                seen += 1
+                if seen >= max_events:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 def _backoff(attempt: int) -> float:

@@ -1,8 +1,28 @@
-"""The gateway's one long-lived channel to the vault, asking for the caller's BYOK key."""
+"""The gateway's one long-lived channel to the vault, asking for the caller's BYOK key.
+
+The answer is cached per user for `cache_seconds` (default 2 s; 0 turns the cache off), and only
+while the vault's change feed (`WatchApiKeyChanges`) is connected:
+
+- every save or delete a vault performs is pushed to its connected gateways, which drop that
+  user's entry and acknowledge; the vault's PutApiKey/DeleteApiKey returns only after that, so a
+  client that saved or deleted a key never gets the old answer from this cache afterwards;
+- when the feed is down (vault restarting, unreachable, an older vault without the RPC), the
+  cache is emptied and not used: every request asks the vault, exactly as without a cache, and
+  a vault that cannot answer still fails the request with UNAVAILABLE;
+- errors are never cached; an answer fetched while any change arrived is not stored;
+- the TTL bounds what the feed cannot see: a write made through another vault replica (several
+  replicas sharing one PostgreSQL database) shows up here after at most `cache_seconds`.
+
+The cache is bounded (`max_entries`, oldest dropped first). It holds the decrypted key of BYOK
+users for at most `cache_seconds`, in the same process that uses it for every request anyway.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import Final
 
 import grpc
@@ -20,6 +40,10 @@ _PROVIDERS: Final = {
     api_key_pb2.PROVIDER_TOGETHER: "together",
 }
 _REQUEST: Final = vault_service_pb2.AccessApiKeyRequest()
+DEFAULT_CACHE_SECONDS: Final = 2.0
+DEFAULT_CACHE_ENTRIES: Final = 10_000
+_RECONNECT_MIN: Final = 0.2
+_RECONNECT_MAX: Final = 5.0
 
 
 class VaultClient:
@@ -29,16 +53,58 @@ class VaultClient:
     the request fails with UNAVAILABLE rather than silently using the platform account.
     """
 
-    def __init__(self, address: str, service_token: str, *, timeout_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        service_token: str,
+        *,
+        timeout_seconds: float = 3.0,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+    ) -> None:
         self._channel = grpc.aio.insecure_channel(
             address,
             options=(("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)),
         )
         self._stub = vault_service_pb2_grpc.VaultServiceStub(self._channel)
+        self._address = address
         self._service_token = service_token
+        self._service_metadata = (("x-service-token", service_token),)
         self._timeout = timeout_seconds
+        self._ttl = cache_seconds
+        self._max_entries = max_entries
+        self._cache: dict[str, tuple[float, ByokKey | None]] = {}
+        self._live = False  # the change feed is connected: cached answers may be used
+        self._generation = 0  # bumped by every change and every loss of the feed
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start following the vault's change feed (no-op when the cache is off)."""
+        if self._ttl > 0 and self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._follow_changes())
+
+    @property
+    def cache_live(self) -> bool:
+        """Whether cached answers are being used (for tests and diagnostics)."""
+        return self._live
 
     async def byok_key(self, caller: Caller) -> ByokKey | None:
+        uid = caller.uid
+        if self._live:
+            entry = self._cache.get(uid)
+            if entry is not None:
+                if entry[0] > time.monotonic():
+                    return entry[1]
+                del self._cache[uid]
+        generation = self._generation
+        answer = await self._fetch(caller)
+        if self._live and generation == self._generation:
+            if len(self._cache) >= self._max_entries:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+            self._cache[uid] = (time.monotonic() + self._ttl, answer)
+        return answer
+
+    async def _fetch(self, caller: Caller) -> ByokKey | None:
         metadata = (
             ("authorization", f"Bearer {caller.token}"),
             ("x-service-token", self._service_token),
@@ -57,7 +123,55 @@ class VaultClient:
             raise errors.vault_unavailable()
         return ByokKey(provider, reply.api_key)
 
+    def _forget_all(self) -> None:
+        self._live = False
+        self._generation += 1
+        self._cache.clear()
+
+    async def _follow_changes(self) -> None:
+        """Keep the change feed connected; the cache is used only while it is."""
+        # A channel of its own (and its own subchannels): while the vault is down, this one's
+        # reconnect backoff must not make AccessApiKey calls fail fast on the shared connection.
+        channel = grpc.aio.insecure_channel(
+            self._address, options=(("grpc.use_local_subchannel_pool", 1),)
+        )
+        stub = vault_service_pb2_grpc.VaultServiceStub(channel)
+        delay = _RECONNECT_MIN
+        try:
+            while True:
+                call = stub.WatchApiKeyChanges(metadata=self._service_metadata)
+                try:
+                    while True:
+                        change = await call.read()
+                        if not isinstance(change, vault_service_pb2.WatchApiKeyChangesResponse):
+                            break  # EOF: the vault ended the feed
+                        if change.seq == 0:
+                            self._live = True
+                            delay = _RECONNECT_MIN
+                            _LOGGER.debug("vault change feed connected: caching vault answers")
+                            continue
+                        self._generation += 1
+                        self._cache.pop(change.uid, None)
+                        await call.write(
+                            vault_service_pb2.WatchApiKeyChangesRequest(ack=change.seq)
+                        )
+                except grpc.aio.AioRpcError as exc:
+                    _LOGGER.debug("vault change feed lost (%s): not caching", exc.code().name)
+                finally:
+                    self._forget_all()
+                    call.cancel()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+        finally:
+            await channel.close()
+
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        self._forget_all()
         await self._channel.close()
 
 

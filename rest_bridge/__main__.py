@@ -1,7 +1,7 @@
 """`python -m rest_bridge`: serve the REST API with uvicorn until SIGTERM, then exit 0.
 
-uvicorn's `auto` loop and HTTP parser pick uvloop and httptools when they are installed and
-fall back to asyncio and h11 otherwise.
+uvicorn's `auto` loop picks uvloop (a dependency); HTTP/1.1 is parsed by httptools through
+`BridgeHttpProtocol`, which answers unparseable requests with the OpenAI error envelope.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 import uvicorn
 
 from rest_bridge.config import BridgeSettings
+from rest_bridge.http_protocol import BridgeHttpProtocol
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 
@@ -37,7 +38,7 @@ def main() -> int:
         host=settings.listen_host,
         port=settings.listen_port,
         loop="auto",
-        http="auto",
+        http=BridgeHttpProtocol,
         lifespan="on",
         log_config=None,  # keep configure_logging's redacting handler
         log_level=settings.log_level.lower(),

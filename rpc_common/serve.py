@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +35,9 @@ class Serving:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    #: Called when shutdown begins, before in-flight calls are drained: ends long-lived streams
+    #: (the vault's change feeds) that would otherwise hold the drain for the whole grace period.
+    on_stopping: list[Callable[[], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Start serving and report every service as SERVING."""
@@ -45,6 +48,8 @@ class Serving:
     async def stop(self, grace_seconds: float | None) -> None:
         """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace_seconds`."""
         await self.health.enter_graceful_shutdown()
+        for callback in self.on_stopping:
+            callback()
         await self.server.stop(grace_seconds)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from rpc_common import aio
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 from vault_service.config import VaultSettings
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_rewrap(settings))
     from vault_service.server import serve
 
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
     return 0
 
 

@@ -79,6 +79,7 @@ async def build_vault(
             vault_service_pb2_grpc.add_VaultServiceServicer_to_server(servicer, server)
 
         serving = bind_server(settings.listen_addr, register, [SERVICE_NAME])
+        serving.on_stopping.append(servicer.feed.close)
     except BaseException:
         await resources.aclose()
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -13,8 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from native1api.vault.v1 import api_key_pb2, vault_service_pb2, vault_service_pb2_grpc
 from rpc_common.auth import TokenVerifier, authenticate
-from rpc_common.status import RpcError, unary_errors
+from rpc_common.status import RpcError, stream_errors, unary_errors
 from vault_service.api_keys import PROVIDER_ENUMS, check_key_format, resolve_provider
+from vault_service.change_feed import ChangeFeed
 from vault_service.crypto import KeyRing
 from vault_service.errors import DecryptionError, StorageUnavailableError
 from vault_service.provider_check import ProviderKeyChecker
@@ -69,12 +70,14 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         keyring: KeyRing,
         service_token: str,
         checker: ProviderKeyChecker,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self._verifier = verifier
         self._store = store
         self._keyring = keyring
         self._service_token = service_token.encode("utf-8")
         self._checker = checker
+        self.feed = feed or ChangeFeed()
 
     @unary_errors
     @_storage_errors
@@ -88,6 +91,7 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
             await self._checker.check(provider, request.api_key)
         blob = self._keyring.seal(caller.uid, provider, request.api_key)
         row = await self._store.put(caller.uid, provider, blob)
+        await self.feed.publish(caller.uid)  # no gateway cache holds the old answer after this
         return vault_service_pb2.PutApiKeyResponse(status=_status(row))
 
     @unary_errors
@@ -106,7 +110,10 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         self, request: vault_service_pb2.DeleteApiKeyRequest, context: Context
     ) -> vault_service_pb2.DeleteApiKeyResponse:
         caller = await authenticate(context, self._verifier)
-        return vault_service_pb2.DeleteApiKeyResponse(deleted=await self._store.delete(caller.uid))
+        deleted = await self._store.delete(caller.uid)
+        if deleted:
+            await self.feed.publish(caller.uid)
+        return vault_service_pb2.DeleteApiKeyResponse(deleted=deleted)
 
     @unary_errors
     @_storage_errors
@@ -133,6 +140,16 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         return vault_service_pb2.AccessApiKeyResponse(
             exists=True, provider=PROVIDER_ENUMS[row.provider], api_key=api_key
         )
+
+    @stream_errors
+    async def WatchApiKeyChanges(
+        self,
+        request_iterator: AsyncIterator[vault_service_pb2.WatchApiKeyChangesRequest],
+        context: Context,
+    ) -> AsyncIterator[vault_service_pb2.WatchApiKeyChangesResponse]:
+        self._require_service_token(context)
+        async for change in self.feed.serve(request_iterator):
+            yield change
 
     def _require_service_token(self, context: Context) -> None:
         presented = b""

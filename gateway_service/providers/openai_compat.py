@@ -40,6 +40,7 @@ from gateway_service.providers.base import ProviderName, UpstreamCall
 from gateway_service.upstream_http import (
     MAX_ERROR_BODY,
     HttpSettings,
+    drain_after_done,
     ensure_rpc_error,
     open_stream,
 )
@@ -352,6 +353,8 @@ class OpenAICompatProvider:
                         if not started:
                             started = _delivers(chunk)
                         yield chunk
+                    if done:
+                        await drain_after_done(events)
             except httpx.HTTPError as exc:
                 raise ensure_rpc_error(exc, self.name) from None
             if not done:

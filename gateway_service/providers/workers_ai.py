@@ -62,6 +62,7 @@ from gateway_service.providers.workers_ai_stream import (
 from gateway_service.upstream_http import (
     ErrorParser,
     HttpSettings,
+    drain_after_done,
     ensure_rpc_error,
     open_stream,
 )
@@ -422,8 +423,9 @@ class WorkersAI:
                     # The body ended cleanly but without [DONE]: the answer may be incomplete,
                     # and a finish chunk now would pretend it was not (SPEC §2).
                     raise errors.stream_interrupted(PROVIDER, "no [DONE] before the end")
-            for closing in reader.finish():
-                yield closing
+                for closing in reader.finish():
+                    yield closing
+                await drain_after_done(events)
         except httpx.HTTPError as exc:
             raise ensure_rpc_error(exc, PROVIDER) from None
         finally:

@@ -18,6 +18,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from rest_bridge.app import create_app
 from rest_bridge.config import BridgeSettings
+from rest_bridge.http_protocol import BridgeHttpProtocol
 from rest_bridge.state import BridgeState
 
 LLAMA = "@cf/meta/llama-3.2-3b-instruct"
@@ -82,6 +83,7 @@ async def serve_bridge(settings: BridgeSettings) -> AsyncIterator[Bridge]:
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
+        http=BridgeHttpProtocol,  # as `python -m rest_bridge` runs it
         lifespan="on",
         log_config=None,
         log_level="warning",

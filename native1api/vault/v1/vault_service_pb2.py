@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from native1api.vault.v1 import api_key_pb2 as native1api_dot_vault_dot_v1_dot_api__key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'native1api/vault/v1/vault_service.proto\x12\x13native1api.vault.v1\x1a!native1api/vault/v1/api_key.proto\"f\n\x10PutApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12/\n\x08provider\x18\x02 \x01(\x0e\x32\x1d.native1api.vault.v1.Provider\x12\x10\n\x08validate\x18\x03 \x01(\x08\"F\n\x11PutApiKeyResponse\x12\x31\n\x06status\x18\x01 \x01(\x0b\x32!.native1api.vault.v1.ApiKeyStatus\"\x18\n\x16GetApiKeyStatusRequest\"L\n\x17GetApiKeyStatusResponse\x12\x31\n\x06status\x18\x01 \x01(\x0b\x32!.native1api.vault.v1.ApiKeyStatus\"\x15\n\x13\x44\x65leteApiKeyRequest\"\'\n\x14\x44\x65leteApiKeyResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x15\n\x13\x41\x63\x63\x65ssApiKeyRequest\"h\n\x14\x41\x63\x63\x65ssApiKeyResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12/\n\x08provider\x18\x02 \x01(\x0e\x32\x1d.native1api.vault.v1.Provider\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t2\xb6\x03\n\x0cVaultService\x12_\n\tPutApiKey\x12%.native1api.vault.v1.PutApiKeyRequest\x1a&.native1api.vault.v1.PutApiKeyResponse\"\x03\x90\x02\x02\x12q\n\x0fGetApiKeyStatus\x12+.native1api.vault.v1.GetApiKeyStatusRequest\x1a,.native1api.vault.v1.GetApiKeyStatusResponse\"\x03\x90\x02\x01\x12h\n\x0c\x44\x65leteApiKey\x12(.native1api.vault.v1.DeleteApiKeyRequest\x1a).native1api.vault.v1.DeleteApiKeyResponse\"\x03\x90\x02\x02\x12h\n\x0c\x41\x63\x63\x65ssApiKey\x12(.native1api.vault.v1.AccessApiKeyRequest\x1a).native1api.vault.v1.AccessApiKeyResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'native1api/vault/v1/vault_service.proto\x12\x13native1api.vault.v1\x1a!native1api/vault/v1/api_key.proto\"f\n\x10PutApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12/\n\x08provider\x18\x02 \x01(\x0e\x32\x1d.native1api.vault.v1.Provider\x12\x10\n\x08validate\x18\x03 \x01(\x08\"F\n\x11PutApiKeyResponse\x12\x31\n\x06status\x18\x01 \x01(\x0b\x32!.native1api.vault.v1.ApiKeyStatus\"\x18\n\x16GetApiKeyStatusRequest\"L\n\x17GetApiKeyStatusResponse\x12\x31\n\x06status\x18\x01 \x01(\x0b\x32!.native1api.vault.v1.ApiKeyStatus\"\x15\n\x13\x44\x65leteApiKeyRequest\"\'\n\x14\x44\x65leteApiKeyResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x15\n\x13\x41\x63\x63\x65ssApiKeyRequest\"h\n\x14\x41\x63\x63\x65ssApiKeyResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12/\n\x08provider\x18\x02 \x01(\x0e\x32\x1d.native1api.vault.v1.Provider\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"(\n\x19WatchApiKeyChangesRequest\x12\x0b\n\x03\x61\x63k\x18\x01 \x01(\x04\"6\n\x1aWatchApiKeyChangesResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0b\n\x03uid\x18\x02 \x01(\t2\xb1\x04\n\x0cVaultService\x12_\n\tPutApiKey\x12%.native1api.vault.v1.PutApiKeyRequest\x1a&.native1api.vault.v1.PutApiKeyResponse\"\x03\x90\x02\x02\x12q\n\x0fGetApiKeyStatus\x12+.native1api.vault.v1.GetApiKeyStatusRequest\x1a,.native1api.vault.v1.GetApiKeyStatusResponse\"\x03\x90\x02\x01\x12h\n\x0c\x44\x65leteApiKey\x12(.native1api.vault.v1.DeleteApiKeyRequest\x1a).native1api.vault.v1.DeleteApiKeyResponse\"\x03\x90\x02\x02\x12h\n\x0c\x41\x63\x63\x65ssApiKey\x12(.native1api.vault.v1.AccessApiKeyRequest\x1a).native1api.vault.v1.AccessApiKeyResponse\"\x03\x90\x02\x01\x12y\n\x12WatchApiKeyChanges\x12..native1api.vault.v1.WatchApiKeyChangesRequest\x1a/.native1api.vault.v1.WatchApiKeyChangesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,6 +56,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSAPIKEYREQUEST']._serialized_end=464
   _globals['_ACCESSAPIKEYRESPONSE']._serialized_start=466
   _globals['_ACCESSAPIKEYRESPONSE']._serialized_end=570
-  _globals['_VAULTSERVICE']._serialized_start=573
-  _globals['_VAULTSERVICE']._serialized_end=1011
+  _globals['_WATCHAPIKEYCHANGESREQUEST']._serialized_start=572
+  _globals['_WATCHAPIKEYCHANGESREQUEST']._serialized_end=612
+  _globals['_WATCHAPIKEYCHANGESRESPONSE']._serialized_start=614
+  _globals['_WATCHAPIKEYCHANGESRESPONSE']._serialized_end=668
+  _globals['_VAULTSERVICE']._serialized_start=671
+  _globals['_VAULTSERVICE']._serialized_end=1232
 # @@protoc_insertion_point(module_scope)

@@ -197,3 +197,51 @@ class AccessApiKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessApiKeyResponse: _TypeAlias = AccessApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class WatchApiKeyChangesRequest(_message.Message):
+    """WatchApiKeyChangesRequest acknowledges one change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    ack: _builtins.int
+    """ack is the `seq` of the change the gateway has applied."""
+    def __init__(
+        self,
+        *,
+        ack: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchApiKeyChangesRequest: _TypeAlias = WatchApiKeyChangesRequest  # noqa: Y015
+
+@_typing.final
+class WatchApiKeyChangesResponse(_message.Message):
+    """WatchApiKeyChangesResponse names a user whose key was saved or deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """seq numbers the changes on this stream from 1; the first message has seq 0 and no uid."""
+    uid: _builtins.str
+    """uid is the user (the ID token's `sub`) whose key changed."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchApiKeyChangesResponse: _TypeAlias = WatchApiKeyChangesResponse  # noqa: Y015

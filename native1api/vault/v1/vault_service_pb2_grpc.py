@@ -57,6 +57,11 @@ class VaultServiceStub:
                 request_serializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyRequest.SerializeToString,
                 response_deserializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyResponse.FromString,
                 _registered_method=True)
+        self.WatchApiKeyChanges = channel.stream_stream(
+                '/native1api.vault.v1.VaultService/WatchApiKeyChanges',
+                request_serializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesRequest.SerializeToString,
+                response_deserializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesResponse.FromString,
+                _registered_method=True)
 
 
 class VaultServiceServicer:
@@ -98,6 +103,18 @@ class VaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchApiKeyChanges(self, request_iterator, context):
+        """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
+        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
+        delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
+        saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
+        dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
+        connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +137,11 @@ def add_VaultServiceServicer_to_server(servicer, server):
                     servicer.AccessApiKey,
                     request_deserializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyRequest.FromString,
                     response_serializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyResponse.SerializeToString,
+            ),
+            'WatchApiKeyChanges': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchApiKeyChanges,
+                    request_deserializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesRequest.FromString,
+                    response_serializer=native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +255,33 @@ class VaultService:
             '/native1api.vault.v1.VaultService/AccessApiKey',
             native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyRequest.SerializeToString,
             native1api_dot_vault_dot_v1_dot_vault__service__pb2.AccessApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchApiKeyChanges(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/native1api.vault.v1.VaultService/WatchApiKeyChanges',
+            native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesRequest.SerializeToString,
+            native1api_dot_vault_dot_v1_dot_vault__service__pb2.WatchApiKeyChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,14 @@ class VaultServiceStub:
     SERVICE_TOKEN; a user token alone is PERMISSION_DENIED. A user without a key gets
     `exists = false`, not an error, because the gateway asks on every request.
     """
+    WatchApiKeyChanges: _grpc.StreamStreamMultiCallable[_vault_service_pb2.WatchApiKeyChangesRequest, _vault_service_pb2.WatchApiKeyChangesResponse]
+    """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
+    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
+    delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
+    saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
+    dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
+    connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+    """
 
 @_typing.type_check_only
 class VaultServiceAsyncStub(VaultServiceStub):
@@ -74,6 +82,14 @@ class VaultServiceAsyncStub(VaultServiceStub):
     carry both the user's ID token and the metadata `x-service-token` equal to the deployment's
     SERVICE_TOKEN; a user token alone is PERMISSION_DENIED. A user without a key gets
     `exists = false`, not an error, because the gateway asks on every request.
+    """
+    WatchApiKeyChanges: _aio.StreamStreamMultiCallable[_vault_service_pb2.WatchApiKeyChangesRequest, _vault_service_pb2.WatchApiKeyChangesResponse]  # type: ignore[assignment]
+    """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
+    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
+    delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
+    saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
+    dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
+    connected gateway has acknowledged (a gateway that does not within a second is disconnected).
     """
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,6 +135,20 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         carry both the user's ID token and the metadata `x-service-token` equal to the deployment's
         SERVICE_TOKEN; a user token alone is PERMISSION_DENIED. A user without a key gets
         `exists = false`, not an error, because the gateway asks on every request.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchApiKeyChanges(
+        self,
+        request_iterator: _MaybeAsyncIterator[_vault_service_pb2.WatchApiKeyChangesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_vault_service_pb2.WatchApiKeyChangesResponse], _abc.AsyncIterator[_vault_service_pb2.WatchApiKeyChangesResponse]]:
+        """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
+        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
+        delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
+        saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
+        dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
+        connected gateway has acknowledged (a gateway that does not within a second is disconnected).
         """
 
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
