@@ -29,7 +29,7 @@ from rpc_common.openai.upstream import (
     string_of,
     text_of,
 )
-from rpc_common.openai.usage import usage_from_json, usage_to_json
+from rpc_common.openai.usage import fill_envelope, usage_to_json
 
 _dumps = orjson.dumps
 
@@ -148,18 +148,10 @@ def chunk_from_json(body: Any) -> chat_pb2.ChatCompletionChunk:
     """
     data = object_of(body, "chunk")
     raise_reported_error(data)
-    chunk = chat_pb2.ChatCompletionChunk(
-        id=string_of(data.get("id")) or "",
-        created=int_of(data.get("created"), "created"),
-        model=string_of(data.get("model")) or "",
-    )
-    fingerprint = data.get("system_fingerprint")
-    if isinstance(fingerprint, str):
-        chunk.system_fingerprint = fingerprint
+    chunk = chat_pb2.ChatCompletionChunk()
+    fill_envelope(chunk, data)
     for position, raw in enumerate(list_of(data.get("choices"), "choices")):
         _choice_from_json(chunk.choices.add(), object_of(raw, "choice"), position)
-    if data.get("usage") is not None:
-        usage_from_json(data["usage"], chunk.usage)
     return chunk
 
 

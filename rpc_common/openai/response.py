@@ -27,7 +27,7 @@ from rpc_common.openai.upstream import (
     string_of,
     text_of,
 )
-from rpc_common.openai.usage import usage_from_json, usage_to_json
+from rpc_common.openai.usage import fill_envelope, usage_to_json
 
 
 def completion_to_json(completion: chat_pb2.ChatCompletion) -> dict[str, Any]:
@@ -75,18 +75,10 @@ def completion_from_json(body: Any) -> chat_pb2.ChatCompletion:
     """
     data = object_of(body, "completion")
     raise_reported_error(data)
-    completion = chat_pb2.ChatCompletion(
-        id=string_of(data.get("id")) or "",
-        created=int_of(data.get("created"), "created"),
-        model=string_of(data.get("model")) or "",
-    )
-    fingerprint = data.get("system_fingerprint")
-    if isinstance(fingerprint, str):
-        completion.system_fingerprint = fingerprint
+    completion = chat_pb2.ChatCompletion()
+    fill_envelope(completion, data)
     for position, raw in enumerate(list_of(data.get("choices"), "choices")):
         _choice_from_json(completion.choices.add(), object_of(raw, "choice"), position)
-    if data.get("usage") is not None:
-        usage_from_json(data["usage"], completion.usage)
     return completion
 
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from native1api.gateway.v1 import chat_pb2
-from rpc_common.openai.upstream import int_of, object_of
+from rpc_common.openai.upstream import int_of, object_of, string_of
 
 
 def usage_to_json(usage: chat_pb2.Usage) -> dict[str, Any]:
@@ -70,3 +70,17 @@ def usage_from_json(raw: Any, usage: chat_pb2.Usage) -> None:
         usage.completion_tokens_details.reasoning_tokens = int_of(
             reasoning, "usage.reasoning_tokens"
         )
+
+
+def fill_envelope(
+    message: chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk, data: dict[str, Any]
+) -> None:
+    """The fields a completion and a chunk share: id, created, model, fingerprint, usage."""
+    message.id = string_of(data.get("id")) or ""
+    message.created = int_of(data.get("created"), "created")
+    message.model = string_of(data.get("model")) or ""
+    fingerprint = data.get("system_fingerprint")
+    if isinstance(fingerprint, str):
+        message.system_fingerprint = fingerprint
+    if data.get("usage") is not None:
+        usage_from_json(data["usage"], message.usage)
