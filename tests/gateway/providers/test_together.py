@@ -17,12 +17,13 @@ from fakes.catalog import TOGETHER_MODELS
 from fakes.content import count_prompt_tokens, digest, reply_text
 from fakes.server import serve_in_thread
 from gateway_service import errors
-from gateway_service.providers.base import Provider, UpstreamCall
+from gateway_service.providers.base import UpstreamCall
 from gateway_service.providers.together import Together
 from gateway_service.upstream_http import HttpSettings, make_client
 from native1api.gateway.v1 import chat_pb2
-from rpc_common.openai import request_from_json, validate_request
+from rpc_common.openai import request_from_json
 from rpc_common.status import RpcError
+from tests.gateway.providers.compat_support import collect, content, drain, finishes, make_call, run
 
 KEY = "tgp_v1_0123456789abcdefghijklmnopqrstuv"
 LLAMA = "meta-llama/Llama-3.3-70B-Instruct-Turbo"  # natural stop is `eos`
@@ -88,39 +89,7 @@ async def strict(fake: tuple[FakeApp, str], app: FakeApp) -> AsyncIterator[Toget
 def call(
     prompt: str = "hello there", *, model: str = LLAMA, key: str = KEY, **extra: Any
 ) -> UpstreamCall:
-    body = {"model": CLIENT_MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
-    request = request_from_json(body).request
-    validate_request(request)
-    return UpstreamCall(request=request, model=model, api_key=key, byok=True, request_id="req-1")
-
-
-async def collect(
-    provider: Provider, upstream_call: UpstreamCall
-) -> list[chat_pb2.ChatCompletionChunk]:
-    return [chunk async for chunk in provider.stream(upstream_call)]
-
-
-async def drain(
-    provider: Provider, upstream_call: UpstreamCall, sink: list[chat_pb2.ChatCompletionChunk]
-) -> None:
-    """Stream into `sink`, so a test can look at what arrived before an error."""
-    async for chunk in provider.stream(upstream_call):
-        sink.append(chunk)
-
-
-async def run(provider: Provider, upstream_call: UpstreamCall, *, stream: bool) -> None:
-    if stream:
-        await collect(provider, upstream_call)
-    else:
-        await provider.complete(upstream_call)
-
-
-def content(chunks: list[chat_pb2.ChatCompletionChunk]) -> str:
-    return "".join(choice.delta.content for chunk in chunks for choice in chunk.choices)
-
-
-def finishes(chunks: list[chat_pb2.ChatCompletionChunk]) -> list[int]:
-    return [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+    return make_call(prompt, client_model=CLIENT_MODEL, model=model, key=key, **extra)
 
 
 # ---- conformance ---------------------------------------------------------------------------
