@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, Final, ParamSpec, TypeVar
@@ -110,12 +111,33 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _enable_wal(conn: sqlite3.Connection) -> tuple[object, ...] | None:
+    """Switch to WAL, retrying while another connection holds a lock.
+
+    Changing the journal mode needs the database to itself, and SQLite answers SQLITE_BUSY at once
+    instead of waiting in the busy handler (two replicas opening a new file together hit this).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            row: tuple[object, ...] | None = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return row
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            )
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     _create_private_file(path)
     # isolation_level=None: autocommit, so each single-statement write commits atomically on its own.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        mode = _enable_wal(conn)
         if mode is None or str(mode[0]).lower() != "wal":
             raise StorageError("SQLite refused WAL mode for the vault database")
         # FULL: a put that returned survives power loss (NORMAL may drop the last commits in WAL).
