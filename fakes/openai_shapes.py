@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Mapping
 from typing import Any
 
 from fakes.content import Completion, ToolCall, split_text
@@ -145,3 +146,15 @@ def openai_error(
 ) -> dict[str, Any]:
     """The OpenAI error envelope ``{"error": {message, type, param, code}}``."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def json_schema_of(body: Mapping[str, Any]) -> Any:
+    """The schema of an OpenAI `response_format: {"type": "json_schema", "json_schema": {...}}`.
+
+    `{}` for a json_schema format without one, None when the request asks for no schema.
+    """
+    fmt = body.get("response_format")
+    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+        return None
+    nested = fmt.get("json_schema")
+    return (nested.get("schema") if isinstance(nested, Mapping) else None) or {}

@@ -193,14 +193,7 @@ class _OpenRouter:
         if behavior.status is not None:
             return self.fault(behavior, requested, inc.prompt)
         entry = self.models.get(base_id)
-        fmt = body.get("response_format")
-        schema = None
-        if (
-            isinstance(fmt, Mapping)
-            and fmt.get("type") == "json_schema"
-            and isinstance(fmt.get("json_schema"), Mapping)
-        ):
-            schema = fmt["json_schema"].get("schema") or {}
+        schema = oa.json_schema_of(body)
         completion = plan_completion(
             body,
             inc.prompt,

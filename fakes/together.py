@@ -160,16 +160,10 @@ class _Together:
         behavior = inc.behavior
         if behavior.status is not None:
             return self.fault(behavior)
+        schema = oa.json_schema_of(body)
         fmt = body.get("response_format")
-        schema = None
-        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
-            # The together SDK puts the schema at top level; OpenAI clients nest it.
-            nested = fmt.get("json_schema")
-            schema = (
-                fmt.get("schema")
-                or (nested.get("schema") if isinstance(nested, Mapping) else None)
-                or {}
-            )
+        if schema is not None and isinstance(fmt, Mapping) and fmt.get("schema"):
+            schema = fmt["schema"]  # the together SDK puts the schema at top level
         completion = plan_completion(
             body,
             inc.prompt,

@@ -613,14 +613,7 @@ class _WorkersAI:
             return self.fault(behavior, openai_envelope=openai_envelope)
         if behavior.busy and (rejected := self.busy(inc)) is not None:
             return rejected
-        fmt = body.get("response_format")
-        schema = None
-        if (
-            isinstance(fmt, Mapping)
-            and fmt.get("type") == "json_schema"
-            and isinstance(fmt.get("json_schema"), Mapping)
-        ):
-            schema = fmt["json_schema"].get("schema") or {}
+        schema = oa.json_schema_of(body)
         completion = plan_completion(
             body,
             inc.prompt,
