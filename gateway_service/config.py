@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway_service.limits.settings import LimitsSettings
 from gateway_service.upstream_http import HttpSettings
 from rpc_common.auth import AuthSettings
 from rpc_common.config import ConfigError, optional, positive_float, positive_int, secret
@@ -31,6 +32,7 @@ class GatewaySettings:
     #: Saves and deletes reach the cache at once over the vault's change feed; see vault_client.
     vault_cache_seconds: float = 2.0
     metrics_addr: str = ""
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
 
@@ -78,6 +80,7 @@ class GatewaySettings:
             vault_timeout_seconds=positive_float(environ, "GATEWAY_VAULT_TIMEOUT_SECONDS", 3.0),
             vault_cache_seconds=_cache_seconds(environ, "GATEWAY_VAULT_CACHE_SECONDS", 2.0),
             metrics_addr=optional(environ, "GATEWAY_METRICS_ADDR", ""),
+            limits=LimitsSettings.from_env(environ),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),
         )

@@ -29,6 +29,9 @@ UPSTREAM_UNREACHABLE: Final = "UPSTREAM_UNREACHABLE"
 UPSTREAM_PROTOCOL_ERROR: Final = "UPSTREAM_PROTOCOL_ERROR"
 UPSTREAM_STREAM_INTERRUPTED: Final = "UPSTREAM_STREAM_INTERRUPTED"
 VAULT_UNAVAILABLE: Final = "VAULT_UNAVAILABLE"
+# Admission control (limits/): RATE_LIMITED with ErrorInfo `limit` is our own refusal; without
+# `limit` it is a provider's 429.
+RATE_LIMITER_UNAVAILABLE: Final = "RATE_LIMITER_UNAVAILABLE"
 
 # Reasons the REST bridge must show as 502 (the upstream failed, not our backend).
 UPSTREAM_FAILURE_REASONS: Final = frozenset(

@@ -43,6 +43,47 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        # Admission control (SPEC §10). Tier names come from the limits file, so they are bounded.
+        self.admissions = Counter(
+            "native1api_gateway_admissions",
+            "Completions admitted, by tier.",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "native1api_gateway_admission_refusals",
+            "Completions refused, by tier and limit (requests, tokens, concurrency, "
+            "store_unavailable).",
+            ["tier", "limit"],
+            registry=self.registry,
+        )
+        self.unmetered_admissions = Counter(
+            "native1api_gateway_admissions_unmetered",
+            "Completions admitted without a limit check because the limiter store was down "
+            "(LIMITS_ON_STORE_ERROR=allow).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "native1api_gateway_limiter_store_errors",
+            "Limiter store failures by operation (admit, settle, renew, usage).",
+            ["operation"],
+            registry=self.registry,
+        )
+        self._admitted: dict[str, Counter] = {}
+
+    def admitted(self, tier: str) -> None:
+        child = self._admitted.get(tier)
+        if child is None:  # labels() costs a lock and a lookup: once per tier, not per request
+            child = self._admitted[tier] = self.admissions.labels(tier)
+        child.inc()
+
+    def refused(self, tier: str, limit: str) -> None:
+        self.refusals.labels(tier, limit).inc()
+
+    def store_error(self, operation: str) -> None:
+        self.store_errors.labels(operation).inc()
+
     def observe(self, record: RequestRecord) -> None:
         provider = record.provider or "none"
         self.requests.labels(record.rpc, provider, record.status).inc()

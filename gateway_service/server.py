@@ -10,6 +10,7 @@ import httpx
 from prometheus_client import start_http_server
 
 from gateway_service.config import GatewaySettings
+from gateway_service.limits import Admission, LimitStore, MemoryStore, RedisStore
 from gateway_service.metrics import GatewayMetrics
 from gateway_service.providers.openrouter import OpenRouter
 from gateway_service.providers.together import Together
@@ -34,21 +35,18 @@ class GatewayApp:
     metrics: GatewayMetrics
     resources: AsyncExitStack
     vault: VaultClient | None = None
+    admission: Admission | None = None
 
     async def aclose(self) -> None:
         await self.resources.aclose()
 
 
-def build_router(settings: GatewaySettings, http: httpx.AsyncClient) -> Router:
+def build_router(
+    settings: GatewaySettings, http: httpx.AsyncClient, workers_ai: WorkersAI
+) -> Router:
     return Router(
         aliases=AliasTable.load(),
-        workers_ai=WorkersAI(
-            http,
-            settings.http,
-            settings.workers_ai_base_url,
-            settings.cloudflare_account_id,
-            default_max_tokens=settings.default_max_tokens,
-        ),
+        workers_ai=workers_ai,
         workers_ai_token=settings.cloudflare_api_token,
         byok_providers={
             "openrouter": OpenRouter(http, settings.http, settings.openrouter_base_url),
@@ -77,8 +75,34 @@ async def build_gateway(
         resources.push_async_callback(vault.close)
         vault.start()
         metrics = GatewayMetrics()
+        workers_ai = WorkersAI(
+            http,
+            settings.http,
+            settings.workers_ai_base_url,
+            settings.cloudflare_account_id,
+            default_max_tokens=settings.default_max_tokens,
+        )
+        limits = settings.limits
+        store: LimitStore = (
+            RedisStore.from_url(limits.redis_url, timeout_seconds=limits.redis_timeout_seconds)
+            if limits.redis_url
+            else MemoryStore()
+        )
+        admission = Admission(
+            limits.tiers,
+            store,
+            metrics=metrics,
+            max_tokens_for=workers_ai.max_tokens_for,
+            on_store_error=limits.on_store_error,
+        )
+        resources.push_async_callback(admission.aclose)
+        admission.start()
         servicer = GatewayServicer(
-            verifier=verifier, vault=vault, router=build_router(settings, http), metrics=metrics
+            verifier=verifier,
+            vault=vault,
+            router=build_router(settings, http, workers_ai),
+            metrics=metrics,
+            admission=admission,
         )
 
         def register(server: grpc.aio.Server) -> None:
@@ -88,7 +112,7 @@ async def build_gateway(
     except BaseException:
         await resources.aclose()
         raise
-    return GatewayApp(serving, http, metrics, resources, vault)
+    return GatewayApp(serving, http, metrics, resources, vault, admission)
 
 
 async def serve(settings: GatewaySettings) -> None:

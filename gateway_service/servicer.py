@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from gateway_service.limits import Admission
+from gateway_service.limits.estimate import chunk_characters
 from gateway_service.metrics import GatewayMetrics
 from gateway_service.normalize import StreamNormalizer, new_completion_id
 from gateway_service.providers.base import PROVIDER_ENUM, UpstreamCall
@@ -42,11 +44,13 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         vault: VaultClient,
         router: Router,
         metrics: GatewayMetrics,
+        admission: Admission,
     ) -> None:
         self._verifier = verifier
         self._vault = vault
         self._router = router
         self._metrics = metrics
+        self._admission = admission
 
     def _finish(self, record: RequestRecord, started: float) -> None:
         record.latency_ms = (time.perf_counter() - started) * 1000
@@ -70,15 +74,24 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
-            call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
-            upstream_started = time.perf_counter()
-            completion = await route.provider.complete(call)
-            upstream = time.perf_counter() - upstream_started
-            record.upstream_ms = upstream * 1000
+            lease = await self._admission.admit(
+                caller, req, provider=route.provider.name, byok=route.byok
+            )
+            try:
+                if lease.metadata:
+                    await context.send_initial_metadata(lease.metadata)
+                call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
+                upstream_started = time.perf_counter()
+                completion = await route.provider.complete(call)
+                upstream = time.perf_counter() - upstream_started
+                record.upstream_ms = upstream * 1000
+                record.usage = completion.usage if completion.HasField("usage") else None
+            finally:
+                # Every end frees the slot: success, upstream error, client cancel, deadline.
+                await lease.settle(record.usage)
             completion.model = req.model
             if not completion.id:
                 completion.id = new_completion_id()
-            record.usage = completion.usage if completion.HasField("usage") else None
             return gateway_service_pb2.CreateChatCompletionResponse(
                 completion=completion,
                 provider=PROVIDER_ENUM[route.provider.name],
@@ -88,6 +101,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             )
         except RpcError as error:
             record.status, record.reason = error.code.name, error.reason
+            raise
+        except asyncio.CancelledError:
+            record.status = "CANCELLED"  # the client went away, or its deadline passed
             raise
         finally:
             self._finish(record, started)
@@ -106,29 +122,41 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
-            call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
+            lease = await self._admission.admit(
+                caller, req, provider=route.provider.name, byok=route.byok
+            )
+            streamed = 0  # characters generated, to settle a stream cut before its usage
             normalizer = StreamNormalizer(req.model, route.provider.name)
-            provider = PROVIDER_ENUM[route.provider.name]
-            response = gateway_service_pb2.StreamChatCompletionResponse
-            first = True
-            upstream = route.provider.stream(call)
-            self._metrics.streams_in_flight.inc()
             try:
-                async for chunk in upstream:
-                    for out in normalizer.feed(chunk):
-                        if first:
-                            first = False
-                            yield response(chunk=out, provider=provider)
-                        else:
-                            yield response(chunk=out)
-                for out in normalizer.finish():
-                    yield response(chunk=out)
+                if lease.metadata:
+                    # In the head of the stream, before any chunk: the bridge copies it.
+                    await context.send_initial_metadata(lease.metadata)
+                call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
+                provider = PROVIDER_ENUM[route.provider.name]
+                response = gateway_service_pb2.StreamChatCompletionResponse
+                first = True
+                upstream = route.provider.stream(call)
+                self._metrics.streams_in_flight.inc()
+                try:
+                    async for chunk in upstream:
+                        for out in normalizer.feed(chunk):
+                            streamed += chunk_characters(out)
+                            if first:
+                                first = False
+                                yield response(chunk=out, provider=provider)
+                            else:
+                                yield response(chunk=out)
+                    for out in normalizer.finish():
+                        yield response(chunk=out)
+                finally:
+                    # Closing the provider's generator closes the upstream connection at once,
+                    # also when the gRPC call was cancelled mid-stream.
+                    await upstream.aclose()
+                    self._metrics.streams_in_flight.dec()
+                    record.usage = normalizer.usage
             finally:
-                # Closing the provider's generator closes the upstream connection at once,
-                # also when the gRPC call was cancelled mid-stream.
-                await upstream.aclose()
-                self._metrics.streams_in_flight.dec()
-                record.usage = normalizer.usage
+                # Every end frees the slot: last byte, upstream error, client gone, deadline.
+                await lease.settle(normalizer.usage, streamed)
         except RpcError as error:
             record.status, record.reason = error.code.name, error.reason
             raise
@@ -140,6 +168,13 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             raise
         finally:
             self._finish(record, started)
+
+    @unary_errors
+    async def GetUsage(
+        self, request: gateway_service_pb2.GetUsageRequest, context: Context
+    ) -> gateway_service_pb2.GetUsageResponse:
+        caller = await authenticate(context, self._verifier)
+        return await self._admission.usage(caller)
 
     @unary_errors
     async def ListModels(

@@ -22,12 +22,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rest_bridge import errors
+from rest_bridge import errors, ratelimit
 from rest_bridge.config import BridgeSettings
 from rest_bridge.grpc_clients import Backends
 from rest_bridge.metrics import BridgeMetrics
 from rest_bridge.middleware import BodyTooLarge, EdgeMiddleware
-from rest_bridge.routes import chat, health, models, vault
+from rest_bridge.routes import chat, health, models, usage, vault
 from rest_bridge.state import BridgeState
 
 # Headers the official OpenAI JS SDK sends from a browser, besides the credential and body type.
@@ -52,6 +52,8 @@ _CORS_EXPOSED: Final = (
     "x-native1api-provider",
     "x-native1api-overhead-ms",
     "retry-after",
+    "retry-after-ms",
+    *ratelimit.EXPOSED,
 )
 
 
@@ -92,7 +94,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         middleware=middleware,
     )
     app.state.bridge = state
-    routers = [module.router for module in (chat, models, vault, health)]
+    routers = [module.router for module in (chat, models, usage, vault, health)]
     for router in routers:
         app.include_router(router)
     # Starlette's 405 names only the first route matching the path; /v1/vault has three.

@@ -37,6 +37,9 @@ Code = grpc.StatusCode
 INVALID_REQUEST: Final = "invalid_request_error"
 SERVER_ERROR: Final = "server_error"
 UNAVAILABLE_ERROR: Final = "service_unavailable_error"
+# A 429's `type` names the limit (SPEC §10); a provider's own 429 carries no `limit`.
+RATE_LIMIT_REQUESTS: Final = "requests"
+_LIMIT_TYPES: Final = frozenset({RATE_LIMIT_REQUESTS, "tokens", "concurrency"})
 
 # gRPC code -> (HTTP status, OpenAI `type`), SPEC §2/§3 and wire-formats §1.5.
 _STATUS_TABLE: Final[dict[Code, tuple[int, str]]] = {
@@ -48,7 +51,7 @@ _STATUS_TABLE: Final[dict[Code, tuple[int, str]]] = {
     Code.NOT_FOUND: (404, INVALID_REQUEST),
     Code.ALREADY_EXISTS: (409, INVALID_REQUEST),
     Code.ABORTED: (409, INVALID_REQUEST),
-    Code.RESOURCE_EXHAUSTED: (429, "requests"),
+    Code.RESOURCE_EXHAUSTED: (429, RATE_LIMIT_REQUESTS),
     Code.CANCELLED: (499, INVALID_REQUEST),
     Code.UNIMPLEMENTED: (501, SERVER_ERROR),
     Code.UNAVAILABLE: (503, UNAVAILABLE_ERROR),
@@ -153,14 +156,20 @@ def from_status(
         headers["www-authenticate"] = (
             CHALLENGE_INVALID_TOKEN if code == Code.UNAUTHENTICATED else CHALLENGE
         )
-    elif status == 429 and code_name is None:
-        code_name = "rate_limit_exceeded"
+    elif status == 429:
+        code_name = code_name or "rate_limit_exceeded"
+        limit = metadata.get("limit")
+        if limit in _LIMIT_TYPES:
+            kind = limit
     elif status == 503 and code_name is None:
         code_name = "service_unavailable"
     if status in (429, 503):
-        retry_after = _retry_after(metadata.get("retry_after"))
-        if retry_after is not None:
-            headers["retry-after"] = retry_after
+        retry = _retry_after(metadata.get("retry_after"))
+        if retry is not None:
+            # Whole seconds (RFC 9110) and, for clients that can wait less (the OpenAI SDKs
+            # read it first), the exact milliseconds.
+            headers["retry-after"] = str(max(1, math.ceil(retry)))
+            headers["retry-after-ms"] = str(math.ceil(retry * 1000))
     if reason is None or not message:
         message = _GENERIC_MESSAGES.get(status, _GENERIC_MESSAGES[500]).format(backend=backend)
     return ApiError(status, message, kind, metadata.get("param") or None, code_name, headers)
@@ -189,7 +198,8 @@ def from_grpc(error: grpc.aio.AioRpcError, *, backend: str) -> ApiError:
     return from_status(code, info.reason, error.details(), info.metadata, backend=backend)
 
 
-def _retry_after(raw: str | None) -> str | None:
+def _retry_after(raw: str | None) -> float | None:
+    """Seconds from ErrorInfo `retry_after`, capped; None when absent or not a number."""
     if not raw:
         return None
     try:
@@ -198,7 +208,7 @@ def _retry_after(raw: str | None) -> str | None:
         return None
     if not math.isfinite(seconds) or seconds < 0:
         return None
-    return str(min(_MAX_RETRY_AFTER, math.ceil(seconds)))
+    return min(float(_MAX_RETRY_AFTER), seconds)
 
 
 # Errors the bridge finds itself -------------------------------------------------------------

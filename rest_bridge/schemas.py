@@ -158,3 +158,45 @@ CHAT_RESPONSE_CONTENT: Final[dict[str, Any]] = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for error statuses, all with the OpenAI envelope."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+class LimitValues(BaseModel):
+    """One number per limit kind; null where the tier has no such limit."""
+
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+    max_concurrent_requests: int | None
+
+
+class ResetSeconds(BaseModel):
+    """Seconds until the request bucket is full and until the UTC token day ends."""
+
+    requests_per_minute: float | None
+    tokens_per_day: float | None
+
+
+class ProviderUsage(BaseModel):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class DayUsage(BaseModel):
+    date: str = Field(description="The UTC day, YYYY-MM-DD.")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    by_provider: dict[str, ProviderUsage]
+
+
+class UsageReport(BaseModel):
+    """`GET /v1/usage`: the caller's tier, limits, what remains, and today's totals."""
+
+    object: Literal["usage"] = "usage"
+    tier: str
+    limits: LimitValues
+    remaining: LimitValues
+    reset_seconds: ResetSeconds
+    in_flight: int
+    today: DayUsage

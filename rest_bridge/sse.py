@@ -36,6 +36,7 @@ from rest_bridge import errors
 from rest_bridge.disconnect import wait_for_disconnect
 from rest_bridge.metrics import BridgeMetrics
 from rest_bridge.providers import PROVIDER_HEADER, gateway_provider_name
+from rest_bridge.ratelimit import state_headers
 from rpc_common.openai import chunk_to_json_bytes
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class ChatStream(Response):
         self._metrics = metrics
         self._started = started
         self._provider = ""
+        self._head: list[tuple[bytes, bytes]] = []  # x-ratelimit-* from initial metadata
         self._gone = False
         self._last_sent = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -139,7 +141,7 @@ class ChatStream(Response):
         loop: asyncio.AbstractEventLoop,
         send: Send,
     ) -> None:
-        headers = list(_SSE_HEADERS)
+        headers = [*_SSE_HEADERS, *self._head]
         if first is _HOLD_OVER:
             body = _PING  # commit now and show the client the connection is alive
         else:
@@ -235,6 +237,9 @@ class ChatStream(Response):
     async def _read(self, queue: asyncio.Queue[Any]) -> None:
         call = self._call
         try:
+            # The gateway sends its initial metadata before the first message, so the head
+            # (built when the first message arrives) always has it.
+            self._head = state_headers(await call.initial_metadata())
             while True:
                 message = await call.read()
                 if message is grpc.aio.EOF:

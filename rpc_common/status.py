@@ -22,7 +22,9 @@ ERROR_DOMAIN = "native1api.dev"
 class RpcError(Exception):
     """A failure meant for the caller: raised in domain code, turned into a status at the edge.
 
-    `message` is shown to the caller, so it must never contain a secret.
+    `message` is shown to the caller, so it must never contain a secret. `retry_delay`
+    (seconds), when set, is also sent as a `google.rpc.RetryInfo` detail, the standard way to
+    tell a gRPC client when to retry.
     """
 
     def __init__(
@@ -31,12 +33,15 @@ class RpcError(Exception):
         reason: str,
         message: str,
         metadata: Mapping[str, str] | None = None,
+        *,
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.metadata = dict(metadata or {})
+        self.retry_delay = retry_delay
 
 
 def to_status(error: RpcError) -> grpc.Status:
@@ -46,7 +51,14 @@ def to_status(error: RpcError) -> grpc.Status:
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    details = [detail]
+    if error.retry_delay is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_delay * 1_000_000_000))
+        retry_detail = any_pb2.Any()
+        retry_detail.Pack(retry)
+        details.append(retry_detail)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 

@@ -366,6 +366,10 @@ class WorkersAI:
         self._v1_url = account_url + "/v1/chat/completions"
         self.catalog = catalog or WorkersAICatalog(http, settings, base_url, account_id)
 
+    def max_tokens_for(self, request: chat_pb2.ChatCompletionRequest) -> int:
+        """The `max_tokens` this adapter sends for `request` (admission reserves it)."""
+        return _max_tokens(request, self._default_max_tokens)
+
     # ---- Provider ------------------------------------------------------------------------------
 
     async def complete(self, call: UpstreamCall) -> chat_pb2.ChatCompletion:

@@ -16,7 +16,8 @@ from rest_bridge.auth import call_metadata
 from rest_bridge.body import read_json
 from rest_bridge.disconnect import ClientGone, unless_disconnected
 from rest_bridge.middleware import CLIENT_CLOSED, started_at
-from rest_bridge.providers import gateway_provider_name
+from rest_bridge.providers import OVERHEAD_HEADER, PROVIDER_HEADER, gateway_provider_name
+from rest_bridge.ratelimit import state_headers
 from rest_bridge.schemas import CHAT_REQUEST_SCHEMA, CHAT_RESPONSE_CONTENT, error_responses
 from rest_bridge.sse import ChatStream
 from rest_bridge.state import bridge_state
@@ -83,11 +84,11 @@ async def create_chat_completion(request: Request) -> Response:
     content = orjson.dumps(completion_to_json(completion))
     upstream = reply.upstream_duration.seconds + reply.upstream_duration.nanos / 1e9
     overhead_ms = max(0.0, (time.perf_counter() - started_at(request.scope) - upstream) * 1000)
-    return Response(
-        content,
-        headers={
-            "x-native1api-provider": provider,
-            "x-native1api-overhead-ms": f"{overhead_ms:.2f}",
-        },
-        media_type="application/json",
-    )
+    response = Response(content, media_type="application/json")
+    response.raw_headers += [
+        (PROVIDER_HEADER, provider.encode("ascii")),
+        (OVERHEAD_HEADER, f"{overhead_ms:.2f}".encode("ascii")),
+        # The call has ended, so its initial metadata is already here.
+        *state_headers(await call.initial_metadata()),
+    ]
+    return response

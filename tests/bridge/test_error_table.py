@@ -57,6 +57,9 @@ class ScriptedGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def ListModels(self, request: Any, context: Context) -> Any:
         await self._fail(context)
 
+    async def GetUsage(self, request: Any, context: Context) -> Any:
+        await self._fail(context)
+
     async def StreamChatCompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
         chunk = chat_pb2.ChatCompletionChunk(
             id="chatcmpl-x", created=1, model=request.request.model
@@ -107,7 +110,7 @@ TABLE: list[tuple[RpcError, int, str, str | None, str | None, dict[str, str]]] =
     (err(C.NOT_FOUND, "MODEL_NOT_FOUND", code="model_not_found", param="model"), 404, "invalid_request_error", "model_not_found", "model", {}),
     (err(C.ALREADY_EXISTS, "EXISTS"), 409, "invalid_request_error", None, None, {}),
     (err(C.ABORTED, "CONFLICT"), 409, "invalid_request_error", None, None, {}),
-    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", retry_after="2.2"), 429, "requests", "rate_limit_exceeded", None, {"retry-after": "3"}),
+    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", retry_after="2.2"), 429, "requests", "rate_limit_exceeded", None, {"retry-after": "3", "retry-after-ms": "2200"}),
     (err(C.RESOURCE_EXHAUSTED, "INSUFFICIENT_QUOTA", code="insufficient_quota"), 429, "insufficient_quota", "insufficient_quota", None, {}),
     (err(C.CANCELLED, "CANCELLED"), 499, "invalid_request_error", None, None, {}),
     (err(C.UNIMPLEMENTED, "NOPE"), 501, "server_error", None, None, {}),
@@ -121,6 +124,13 @@ TABLE: list[tuple[RpcError, int, str, str | None, str | None, dict[str, str]]] =
     (err(C.INTERNAL, "INTERNAL"), 500, "server_error", None, None, {}),
     (err(C.UNKNOWN, "WHAT"), 500, "server_error", None, None, {}),
     (err(C.DATA_LOSS, "LOST"), 500, "server_error", None, None, {}),
+    # Admission control (SPEC §10): the 429's type names the limit; Retry-After is whole seconds
+    # (at least 1) and retry-after-ms exact.
+    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", limit="requests", retry_after="0.250"), 429, "requests", "rate_limit_exceeded", None, {"retry-after": "1", "retry-after-ms": "250"}),
+    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", limit="tokens", retry_after="1800.5"), 429, "tokens", "rate_limit_exceeded", None, {"retry-after": "1801", "retry-after-ms": "1800500"}),
+    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", limit="concurrency", retry_after="1.000"), 429, "concurrency", "rate_limit_exceeded", None, {"retry-after": "1", "retry-after-ms": "1000"}),
+    (err(C.RESOURCE_EXHAUSTED, "RATE_LIMITED", code="rate_limit_exceeded", limit="bogus"), 429, "requests", "rate_limit_exceeded", None, {}),
+    (err(C.UNAVAILABLE, "RATE_LIMITER_UNAVAILABLE", code="rate_limiter_unavailable", retry_after="1"), 503, "service_unavailable_error", "rate_limiter_unavailable", None, {"retry-after": "1", "retry-after-ms": "1000"}),
 ]  # fmt: skip
 
 
@@ -134,6 +144,7 @@ def check(response_status: int, headers: Any, body: dict[str, Any], row: tuple[A
         assert "www-authenticate" not in headers
     if "retry-after" not in extra:
         assert "retry-after" not in headers
+        assert "retry-after-ms" not in headers
 
 
 @pytest.mark.parametrize("row", TABLE, ids=lambda row: f"{row[0].code.name}-{row[0].reason}")
@@ -147,6 +158,8 @@ async def test_status_table_unary_stream_and_list(scripted: Scripted, row: tuple
         result = await stream_chat(http, chat_body("x", stream=True))
         check(result.response.status_code, result.response.headers, result.response.json(), row)
         response = await http.get("/v1/models")
+        check(response.status_code, response.headers, response.json(), row)
+        response = await http.get("/v1/usage")
         check(response.status_code, response.headers, response.json(), row)
 
 

@@ -235,3 +235,235 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """GetUsageRequest is empty: the usage is always the caller's own."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class LimitValues(_message.Message):
+    """LimitValues holds one number per limit kind; an unset field means the tier has no such limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _builtins.int
+    requests_per_minute: _builtins.int
+    """requests_per_minute is the request bucket (N back to back, refilled N per minute)."""
+    tokens_per_day: _builtins.int
+    """tokens_per_day counts prompt + completion tokens on the platform account per UTC day."""
+    max_concurrent_requests: _builtins.int
+    """max_concurrent_requests counts completions in flight."""
+    def __init__(
+        self,
+        *,
+        requests_per_minute: _builtins.int | None = ...,
+        tokens_per_day: _builtins.int | None = ...,
+        max_concurrent_requests: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "max_concurrent_requests", b"max_concurrent_requests", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "max_concurrent_requests", b"max_concurrent_requests", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_concurrent_requests: _TypeAlias = _typing.Literal["max_concurrent_requests"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent_requests: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests"]  # noqa: Y015
+    _WhichOneofReturnType__requests_per_minute: _TypeAlias = _typing.Literal["requests_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__requests_per_minute: _TypeAlias = _typing.Literal["_requests_per_minute", b"_requests_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__tokens_per_day: _TypeAlias = _typing.Literal["tokens_per_day"]  # noqa: Y015
+    _WhichOneofArgType__tokens_per_day: _TypeAlias = _typing.Literal["_tokens_per_day", b"_tokens_per_day"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_requests) -> _WhichOneofReturnType__max_concurrent_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_minute) -> _WhichOneofReturnType__requests_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tokens_per_day) -> _WhichOneofReturnType__tokens_per_day | None: ...
+
+Global___LimitValues: _TypeAlias = LimitValues  # noqa: Y015
+
+@_typing.final
+class ResetSeconds(_message.Message):
+    """ResetSeconds says when each limit is whole again; unset where the tier has no such limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
+    requests_per_minute: _builtins.float
+    """requests_per_minute is the time until the request bucket is full."""
+    tokens_per_day: _builtins.float
+    """tokens_per_day is the time until the UTC day ends."""
+    def __init__(
+        self,
+        *,
+        requests_per_minute: _builtins.float | None = ...,
+        tokens_per_day: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__requests_per_minute: _TypeAlias = _typing.Literal["requests_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__requests_per_minute: _TypeAlias = _typing.Literal["_requests_per_minute", b"_requests_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__tokens_per_day: _TypeAlias = _typing.Literal["tokens_per_day"]  # noqa: Y015
+    _WhichOneofArgType__tokens_per_day: _TypeAlias = _typing.Literal["_tokens_per_day", b"_tokens_per_day"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_minute) -> _WhichOneofReturnType__requests_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tokens_per_day) -> _WhichOneofReturnType__tokens_per_day | None: ...
+
+Global___ResetSeconds: _TypeAlias = ResetSeconds  # noqa: Y015
+
+@_typing.final
+class ProviderUsage(_message.Message):
+    """ProviderUsage is one provider's share of a day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """requests is the number of completions admitted."""
+    prompt_tokens: _builtins.int
+    """prompt_tokens is the provider's prompt token count (an estimate for cut streams)."""
+    completion_tokens: _builtins.int
+    """completion_tokens is the provider's completion token count (an estimate for cut streams)."""
+    def __init__(
+        self,
+        *,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderUsage: _TypeAlias = ProviderUsage  # noqa: Y015
+
+@_typing.final
+class DayUsage(_message.Message):
+    """DayUsage is the caller's totals for one UTC day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByProviderEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ProviderUsage: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ProviderUsage | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DATE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    BY_PROVIDER_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """date is the UTC day, YYYY-MM-DD."""
+    requests: _builtins.int
+    """requests is the sum over providers."""
+    prompt_tokens: _builtins.int
+    """prompt_tokens is the sum over providers."""
+    completion_tokens: _builtins.int
+    """completion_tokens is the sum over providers."""
+    @_builtins.property
+    def by_provider(self) -> _containers.MessageMap[_builtins.str, Global___ProviderUsage]:
+        """by_provider is keyed by provider name (`workers-ai`, `openrouter`, `together`)."""
+
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        by_provider: _abc.Mapping[_builtins.str, Global___ProviderUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_provider", b"by_provider", "completion_tokens", b"completion_tokens", "date", b"date", "prompt_tokens", b"prompt_tokens", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DayUsage: _TypeAlias = DayUsage  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """GetUsageResponse is the caller's admission state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESET_SECONDS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    TODAY_FIELD_NUMBER: _builtins.int
+    tier: _builtins.str
+    """tier is the tier the caller's requests are admitted against."""
+    in_flight: _builtins.int
+    """in_flight is the number of the caller's completions running now, on every replica."""
+    @_builtins.property
+    def limits(self) -> Global___LimitValues:
+        """limits are the tier's limits."""
+
+    @_builtins.property
+    def remaining(self) -> Global___LimitValues:
+        """remaining is what is left of each limit now."""
+
+    @_builtins.property
+    def reset_seconds(self) -> Global___ResetSeconds:
+        """reset_seconds says when the request bucket is full and when the token day ends."""
+
+    @_builtins.property
+    def today(self) -> Global___DayUsage:
+        """today is the caller's usage for the current UTC day."""
+
+    def __init__(
+        self,
+        *,
+        tier: _builtins.str = ...,
+        limits: Global___LimitValues | None = ...,
+        remaining: Global___LimitValues | None = ...,
+        reset_seconds: Global___ResetSeconds | None = ...,
+        in_flight: _builtins.int = ...,
+        today: Global___DayUsage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "today", b"today"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "tier", b"tier", "today", b"today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015

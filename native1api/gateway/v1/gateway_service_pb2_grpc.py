@@ -52,6 +52,11 @@ class GatewayServiceStub:
                 request_serializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/native1api.gateway.v1.GatewayService/GetUsage',
+                request_serializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -83,6 +88,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
+        the completions in flight and today's totals (UTC). Completions that are admitted carry the
+        same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
+        ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +115,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsRequest.FromString,
                     response_serializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +206,33 @@ class GatewayService:
             '/native1api.gateway.v1.GatewayService/ListModels',
             native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsRequest.SerializeToString,
             native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/native1api.gateway.v1.GatewayService/GetUsage',
+            native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageRequest.SerializeToString,
+            native1api_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

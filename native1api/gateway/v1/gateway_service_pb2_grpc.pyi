@@ -45,6 +45,12 @@ class GatewayServiceStub:
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.ListModelsRequest, _gateway_service_pb2.ListModelsResponse]
     """ListModels lists the models the caller can use: the Workers AI catalog, or the BYOK provider's."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetUsageRequest, _gateway_service_pb2.GetUsageResponse]
+    """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
+    the completions in flight and today's totals (UTC). Completions that are admitted carry the
+    same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
+    ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -63,6 +69,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ListModelsRequest, _gateway_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the models the caller can use: the Workers AI catalog, or the BYOK provider's."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetUsageRequest, _gateway_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
+    the completions in flight and today's totals (UTC). Completions that are admitted carry the
+    same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
+    ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService runs chat completions for the user named by the `authorization: Bearer <Firebase
@@ -96,5 +108,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.ListModelsResponse, _abc.Awaitable[_gateway_service_pb2.ListModelsResponse]]:
         """ListModels lists the models the caller can use: the Workers AI catalog, or the BYOK provider's."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _gateway_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_service_pb2.GetUsageResponse, _abc.Awaitable[_gateway_service_pb2.GetUsageResponse]]:
+        """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
+        the completions in flight and today's totals (UTC). Completions that are admitted carry the
+        same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
+        ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
