@@ -23,6 +23,8 @@ COPY rest_bridge ./rest_bridge
 COPY fakes ./fakes
 COPY devstack ./devstack
 RUN pip install --no-deps .
+# The shipped limits file; compose's gateway reads /app/config/limits.toml (LIMITS_FILE).
+COPY config ./config
 
 # A fixed non-root user; /data holds the SQLite vault (a named volume in compose).
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin native1api \

@@ -1,8 +1,10 @@
 """`python -m devstack` (what `make run` calls): the whole stack on one machine, dev defaults.
 
 Starts the vault, the gateway and the REST bridge as child processes with SQLite, dev secrets in
-`data/`, emulator-mode auth for `demo-native1api`, and, when no Cloudflare credentials are set, the
-local Workers AI stand-in. Ctrl-C stops everything; a child that dies stops the rest.
+`data/`, emulator-mode auth for `demo-native1api`, the limits the product ships
+(`config/limits.toml`, kept in the gateway's process: one replica needs no Redis) and, when no
+Cloudflare credentials are set, the local Workers AI stand-in. Ctrl-C stops everything; a child
+that dies stops the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from devstack.secrets import ensure_secret
 
 DATA = Path("data")
+# The shipped limits file, found from the code rather than the working directory.
+LIMITS_FILE = Path(__file__).resolve().parents[1] / "config" / "limits.toml"
 READY_TIMEOUT_SECONDS = 60.0
 STANDIN_PORT = int(os.environ.get("WORKERS_AI_STANDIN_PORT", "8787"))
 
@@ -47,6 +51,11 @@ def _env() -> tuple[dict[str, str], bool]:
         env.setdefault("VAULT_MASTER_KEY_FILE", str(ensure_secret(DATA / "master.key")))
     if "SERVICE_TOKEN" not in env:
         env.setdefault("SERVICE_TOKEN_FILE", str(ensure_secret(DATA / "service.token")))
+    if "LIMITS_FILE" not in env:
+        if LIMITS_FILE.is_file():
+            env["LIMITS_FILE"] = str(LIMITS_FILE)
+        else:
+            _say(f"{LIMITS_FILE} is missing; starting without limits")
     standin = not (env.get("CLOUDFLARE_ACCOUNT_ID") and env.get("CLOUDFLARE_API_TOKEN"))
     if standin:
         token_path = ensure_secret(DATA / "workers-ai-standin.token", 24)
@@ -113,6 +122,13 @@ def _banner(env: dict[str, str], standin: bool) -> None:
         " Our SDK (sdk/python/native1api_client.py, sdk/js/native1api.mjs):",
         f'   Native1API("http://{bridge}", token=TOKEN).chat.completions.create(...)',
     ]
+    if "LIMITS_FILE" in env:
+        store = "Redis" if env.get("LIMITS_REDIS_URL") else "in-process"
+        lines += [
+            "",
+            f" Limits: {env['LIMITS_FILE']} ({store} store);"
+            f" a user's state: GET http://{bridge}/v1/usage",
+        ]
     if standin:
         lines += [
             "",

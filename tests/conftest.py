@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from tests.support.stack import Stack, running_stack
 from tests.support.tokens import TokenFactory
@@ -17,6 +18,7 @@ from vault_service.crypto import KeyRing
 POSTGRES_ADMIN_URL = os.environ.get(
     "NATIVE1API_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("NATIVE1API_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +51,31 @@ def postgres_admin() -> str:
             pytest.fail(message + "; CI requires it")
         pytest.skip(message)
     return POSTGRES_ADMIN_URL
+
+
+def _redis_available() -> str | None:
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis; a missing server skips locally but fails in CI. Tests isolate
+    themselves with their own key prefix or user ids, never by flushing the database."""
+    problem = _redis_available()
+    if problem is not None:
+        message = f"Redis not reachable at {REDIS_URL} ({problem})"
+        if os.environ.get("NATIVE1API_REQUIRE_REDIS") == "1":
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -156,10 +156,9 @@ class _Locator:
     def _line(self, tier: str | None, key: str | None) -> int | None:
         if tier is None:
             return None
-        header = re.compile(rf"^\s*\[\s*tiers\s*\.\s*\"?{re.escape(tier)}\"?\s*\]")
-        dotted = re.compile(
-            rf"^\s*tiers\s*\.\s*\"?{re.escape(tier)}\"?\s*\.\s*{re.escape(key or '')}"
-        )
+        name = rf"[\"']?{re.escape(tier)}[\"']?"
+        header = re.compile(rf"^\s*\[\s*tiers\s*\.\s*{name}\s*\]")
+        dotted = re.compile(rf"^\s*tiers\s*\.\s*{name}\s*\.\s*{re.escape(key or '')}")
         start = None
         for number, line in enumerate(self._lines, 1):
             if key is not None and dotted.match(line):
@@ -172,6 +171,6 @@ class _Locator:
             if start is not None:
                 if line.lstrip().startswith("["):
                     break
-                if re.match(rf"^\s*\"?{re.escape(key or '')}\"?\s*=", line):
+                if re.match(rf"^\s*[\"']?{re.escape(key or '')}[\"']?\s*=", line):
                     return number
         return start

@@ -1,24 +1,29 @@
 """docker-compose.yml checked against the code (no Docker engine runs on our machines).
 
 Every command is a real module, every variable compose or .env.example sets is one a service
-reads, addresses and ports agree, healthchecks exist and work against live servers, and the
-README documents every variable the services read.
+reads, addresses and ports agree, healthchecks exist and work against live servers, the limits
+file the gateway is given is in the image and loads, and the README documents every variable the
+services read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import importlib.util
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
 from gateway_service.config import GatewaySettings
+from gateway_service.limits.settings import LimitsSettings
+from gateway_service.limits.tiers import DEFAULT_TIER, load_tiers, missing_default
 from rest_bridge.config import BridgeSettings
 from tests.support.procs import REPO
 from tests.support.stack import Stack
@@ -125,7 +130,7 @@ def test_addresses_and_ports_agree() -> None:
     assert bridge_env["VAULT_ADDR"] == f"vault:{vault_port}"
     assert bridge_env["GATEWAY_ADDR"] == f"gateway:{gateway_port}"
     # Only the bridge is published, on its own listen port.
-    assert [name for name in OUR_SERVICES if "ports" in _service(name)] == ["bridge"]
+    assert [name for name in COMPOSE["services"] if "ports" in _service(name)] == ["bridge"]
     (published,) = _service("bridge")["ports"]
     assert published.rsplit(":", 1)[1] == _port(bridge_env["BRIDGE_LISTEN_ADDR"])
     # Healthchecks probe the service's own port.
@@ -189,3 +194,103 @@ def test_dockerfile_runs_as_non_root_with_cached_dependency_layer() -> None:
     assert deps_at < dockerfile.index("pip install -r") < code_at
     for module in OUR_SERVICES.values():
         assert f"COPY {module} " in dockerfile
+
+
+# -- admission control: Redis and the limits file ---------------------------------------------
+
+
+def test_redis_service_is_private_healthchecked_and_always_on() -> None:
+    redis = _service("redis")
+    assert redis["image"].startswith("redis:7")
+    assert "ports" not in redis
+    assert "profiles" not in redis  # the gateway needs it in every configuration
+    assert redis["restart"] == "unless-stopped"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_gateway_waits_for_redis_and_shares_its_limits_through_it() -> None:
+    gateway = _service("gateway")
+    assert gateway["depends_on"]["redis"] == {"condition": "service_healthy"}
+    env = gateway["environment"]
+    assert env["LIMITS_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["LIMITS_FILE"].startswith("/")
+    # The bridge only copies the gateway's answers: the limits are the gateway's alone.
+    for name in ("vault", "bridge"):
+        assert not any(v.startswith("LIMITS_") for v in _service(name).get("environment", {}))
+
+
+def _image_files() -> dict[PurePosixPath, Path]:
+    """Where the Dockerfile's `COPY <repo path> <dest>` lines put things in the image."""
+    workdir = PurePosixPath("/")
+    copies: dict[PurePosixPath, Path] = {}
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "WORKDIR":
+            workdir = workdir / words[1]
+        elif len(words) == 3 and words[0] == "COPY" and not words[1].startswith("--"):
+            source, dest = REPO / words[1], workdir / words[2]
+            if source.is_file() and words[2].endswith("/"):
+                dest = dest / source.name
+            copies[dest] = source
+    return copies
+
+
+def _dockerignored(relative: PurePosixPath) -> bool:
+    """Whether .dockerignore keeps `relative` (or a folder holding it) out of the build context."""
+    candidates = [str(relative), *(str(parent) for parent in relative.parents if parent.parts)]
+    ignored = False
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        patterns = [pattern]
+        if pattern.startswith("**/"):
+            patterns.append(pattern[3:])
+        if any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns):
+            ignored = not negate
+    return ignored
+
+
+def _limits_file_in_repo() -> Path:
+    in_image = PurePosixPath(_service("gateway")["environment"]["LIMITS_FILE"])
+    copies = _image_files()
+    for dest in sorted(copies, key=lambda d: len(d.parts), reverse=True):  # the deepest first
+        if in_image.is_relative_to(dest):
+            return copies[dest] / in_image.relative_to(dest)
+    raise AssertionError(f"no Dockerfile COPY puts anything at {in_image}")
+
+
+def test_limits_file_is_copied_into_the_image() -> None:
+    path = _limits_file_in_repo()
+    assert path == REPO / "config" / "limits.toml"
+    assert path.is_file()
+    assert not _dockerignored(PurePosixPath(path.relative_to(REPO).as_posix()))
+    # The check itself sees what .dockerignore excludes.
+    assert _dockerignored(PurePosixPath("tests/deploy/test_compose.py"))
+    assert _dockerignored(PurePosixPath("gateway_service/__pycache__/x.pyc"))
+
+
+def test_shipped_limits_file_loads_with_real_limits() -> None:
+    table = load_tiers(_limits_file_in_repo())
+    assert not missing_default(table)
+    assert {DEFAULT_TIER, "anonymous", "pro"} <= set(table.tiers)
+    limits = {
+        name: (tier.requests_per_minute, tier.tokens_per_day, tier.max_concurrent_requests)
+        for name, tier in table.tiers.items()
+    }
+    for name, values in limits.items():
+        assert all(values), f"tier {name} leaves a limit unset or at 0: {values}"
+    # Anonymous sign-ins are free to create: they get less than a signed-in user.
+    default, anonymous = table.tiers[DEFAULT_TIER], table.tiers["anonymous"]
+    assert (anonymous.requests_per_minute or 0) < (default.requests_per_minute or 0)
+    assert (anonymous.tokens_per_day or 0) < (default.tokens_per_day or 0)
+
+
+def test_gateway_accepts_the_compose_limits_settings() -> None:
+    env = dict(_service("gateway")["environment"])
+    env["LIMITS_FILE"] = str(_limits_file_in_repo())  # the image's path, on this machine
+    settings = LimitsSettings.from_env(env)
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.tiers.source == env["LIMITS_FILE"]

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -55,7 +56,14 @@ def ports() -> dict[str, str]:
     }
     env["VAULT_ADDR"] = env["VAULT_LISTEN_ADDR"]
     env["GATEWAY_ADDR"] = env["GATEWAY_LISTEN_ADDR"]
-    for name in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "FIREBASE_AUTH_EMULATOR_HOST"):
+    for name in (
+        "CLOUDFLARE_ACCOUNT_ID",
+        "CLOUDFLARE_API_TOKEN",
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "LIMITS_FILE",
+        "LIMITS_REDIS_URL",
+        "LIMITS_TIER_CLAIM",
+    ):
         env[name] = ""  # whatever the developer's shell has, the test starts from nothing
     return env
 
@@ -70,6 +78,9 @@ def test_fresh_directory_to_streamed_completion_and_clean_stop(
         text = log.read_text()
         assert "LOCAL Workers AI STAND-IN" in text
         assert "make token USER=alice" in text
+        limits_file = REPO / "config" / "limits.toml"
+        assert f"Limits: {limits_file} (in-process store)" in text
+        assert "/v1/usage" in text
 
         for name in ("master.key", "service.token"):
             mode = stat.S_IMODE((tmp_path / "data" / name).stat().st_mode)
@@ -90,12 +101,30 @@ def test_fresh_directory_to_streamed_completion_and_clean_stop(
             ) as source,
         ):
             assert source.response.headers["x-native1api-provider"] == "workers-ai"
+            limit_header = source.response.headers.get("x-ratelimit-limit-requests")
             data = [event.data for event in source.iter_sse()]
         content = "".join(
             c["delta"].get("content") or "" for d in data[:-1] for c in json.loads(d)["choices"]
         )
         assert content == reply_text("Hello")
         assert data[-1] == "[DONE]"
+
+        # The shipped limits apply: a plain user is in the default tier.
+        shipped = tomllib.loads(limits_file.read_text(encoding="utf-8"))["tiers"]["default"]
+        assert limit_header == str(shipped["requests_per_minute"])
+        usage = httpx.get(
+            f"http://{ports['BRIDGE_LISTEN_ADDR']}/v1/usage",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert usage.status_code == 200, usage.text
+        report = usage.json()
+        assert report["object"] == "usage"
+        assert report["tier"] == "default"
+        assert report["limits"] == {
+            key: shipped.get(key)
+            for key in ("requests_per_minute", "tokens_per_day", "max_concurrent_requests")
+        }
         master_key = (tmp_path / "data" / "master.key").read_text()
     finally:
         process.send_signal(signal.SIGINT)
