@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,14 @@ class E2E:
 
 
 @contextlib.contextmanager
-def running_processes(tmp_path: Path, emulator_host: str = "127.0.0.1:9099") -> Iterator[E2E]:
+def running_processes(
+    tmp_path: Path,
+    emulator_host: str = "127.0.0.1:9099",
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[E2E]:
     """Fakes, vault, gateway and bridge as subprocesses in emulator-mode auth; all stopped after.
+
+    `extra_env` adds or overrides variables of all three services (e.g. LIMITS_FILE).
 
     Afterwards every process log is checked for the deployment's secrets.
     """
@@ -71,6 +77,7 @@ def running_processes(tmp_path: Path, emulator_host: str = "127.0.0.1:9099") -> 
         "TOGETHER_BASE_URL": together_url,
         "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
         "LOG_LEVEL": "DEBUG",
+        **(extra_env or {}),
     }
     stack = E2E(
         tmp=tmp_path,
