@@ -50,7 +50,19 @@ check: $(STAMP) ## Format check, lint, mypy --strict.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) ## Run the whole test suite.
+# The Auth Emulator tests need the pinned Firebase CLI: installed here when Node is present, so a
+# newcomer's `make test` skips nothing (without Node those tests skip and say how to install).
+EMULATOR_MODULES := tools/firebase-emulator/node_modules
+$(EMULATOR_MODULES): tools/firebase-emulator/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> installing the pinned Firebase CLI (Auth Emulator) from npm" >&2; \
+		npm ci --prefix tools/firebase-emulator --no-audit --no-fund --loglevel=error >&2 \
+			&& touch $(EMULATOR_MODULES); \
+	else \
+		echo "==> Node/npm not found: the Firebase Auth Emulator tests will be skipped" >&2; \
+	fi
+
+test: $(STAMP) $(EMULATOR_MODULES) ## Run the whole test suite (installs the pinned Firebase CLI when Node is present).
 	$(VENV)/bin/pytest
 
 run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-C stops).
