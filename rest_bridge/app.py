@@ -34,6 +34,7 @@ from rest_bridge.state import BridgeState
 _CORS_HEADERS: Final = (
     "authorization",
     "content-type",
+    "x-firebase-appcheck",
     "x-request-id",
     "openai-organization",
     "openai-project",

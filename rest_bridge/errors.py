@@ -232,6 +232,15 @@ def malformed_token() -> ApiError:
     )
 
 
+def ambiguous_token() -> ApiError:
+    return ApiError(
+        401,
+        "More than one Authorization header: send exactly one `Bearer <Firebase ID token>`.",
+        code="invalid_api_key",
+        headers={"www-authenticate": CHALLENGE_INVALID_TOKEN},
+    )
+
+
 def invalid_json() -> ApiError:
     return ApiError(
         400,

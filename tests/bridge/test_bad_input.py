@@ -342,3 +342,20 @@ async def test_no_input_makes_the_bridge_fail(stack: Stack, bridge: Bridge) -> N
 
     # The stack serves on this loop, so the blocking client runs in a worker thread.
     await asyncio.to_thread(run)
+
+
+async def test_two_authorization_headers_are_401(bridge: Bridge, stack: Stack) -> None:
+    token = stack.tokens.mint("two-headers")
+    headers = [(b"authorization", f"Bearer {token}".encode()), (b"authorization", b"Bearer x.y.z")]
+    async with bridge.client() as http:
+        for method, path, body in (
+            ("POST", CHAT, {"model": LLAMA, "messages": [{"role": "user", "content": "hi"}]}),
+            ("GET", "/v1/models", None),
+            ("GET", "/v1/vault", None),
+        ):
+            response = await http.request(method, path, headers=headers, json=body)
+            assert response.status_code == 401, path
+            error = response.json()["error"]
+            assert error["code"] == "invalid_api_key"
+            assert "More than one Authorization header" in error["message"]
+            assert response.headers["www-authenticate"].startswith("Bearer")
