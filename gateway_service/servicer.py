@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from gateway_service.vault_client import VaultClient
 from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from rpc_common.auth import Caller, TokenVerifier, authenticate
 from rpc_common.openai import validate_request
+from rpc_common.request_id import new_request_id, request_id_or_new
 from rpc_common.status import RpcError, stream_errors, unary_errors
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,9 +29,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 def _request_id(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
-    return uuid.uuid4().hex
+        if key == "x-request-id":
+            return request_id_or_new(value)  # a forged id could forge log fields
+    return new_request_id()
 
 
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):

@@ -8,9 +8,7 @@ including CORS preflights and errors, gets an `x-request-id` and one access-log 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from typing import Final
 
 from starlette.exceptions import HTTPException
@@ -18,14 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_bridge import errors
 from rest_bridge.metrics import UNMATCHED_ROUTE, BridgeMetrics
+from rpc_common.request_id import SANE_BYTES, new_request_id
 
 _ACCESS: Final = logging.getLogger("rest_bridge.access")
 _LOGGER: Final = logging.getLogger(__name__)
 
 REQUEST_ID_KEY: Final = "native1api.request_id"
 STARTED_KEY: Final = "native1api.started"
-# A client-supplied id is echoed only when it is short and boring, so it is safe in logs/headers.
-_SANE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED: Final = 499
 
 
@@ -116,11 +113,11 @@ def _scan_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, int | None]:
     content_length: int | None = None
     for name, value in headers:
         if name == b"x-request-id":
-            if _SANE_REQUEST_ID.fullmatch(value):
+            if SANE_BYTES.fullmatch(value):  # else a new one: it goes into logs and headers
                 request_id = value.decode("ascii")
         elif name == b"content-length":
             try:
                 content_length = int(value)
             except ValueError:
                 content_length = None  # the server rejects a broken framing header itself
-    return request_id or uuid.uuid4().hex, content_length
+    return request_id or new_request_id(), content_length

@@ -20,6 +20,7 @@ TOKEN_WRONG_PROJECT: Final = "TOKEN_WRONG_PROJECT"
 TOKEN_WRONG_TYPE: Final = "TOKEN_WRONG_TYPE"
 TOKEN_INVALID: Final = "TOKEN_INVALID"
 AUTH_KEYS_UNAVAILABLE: Final = "AUTH_KEYS_UNAVAILABLE"
+SIGN_IN_PROVIDER_NOT_ALLOWED: Final = "SIGN_IN_PROVIDER_NOT_ALLOWED"
 
 
 class AuthError(RpcError):
@@ -42,4 +43,15 @@ def keys_unavailable() -> RpcError:
         grpc.StatusCode.UNAVAILABLE,
         AUTH_KEYS_UNAVAILABLE,
         "the token signing keys are temporarily unavailable; retry later",
+    )
+
+
+def sign_in_provider_not_allowed() -> RpcError:
+    """A valid token from a sign-in method the operator does not accept (403, not 401: the
+    caller is who they say, they just may not call with that kind of account)."""
+    return RpcError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        SIGN_IN_PROVIDER_NOT_ALLOWED,
+        "this app does not accept your sign-in method; sign in with another provider",
+        {"code": "sign_in_provider_not_allowed"},
     )

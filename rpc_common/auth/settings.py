@@ -15,6 +15,10 @@ from rpc_common.config import ConfigError
 # GCP project ids are lowercase words with hyphens; legacy ones look like `example.com:proj`.
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,127}")
 _LOOPBACK_NAMES = frozenset({"localhost"})
+# Firebase's convention for projects that exist only in the emulator.
+DEMO_PROJECT_PREFIX = "demo-"
+# Sign-in provider ids: `password`, `phone`, `anonymous`, `google.com`, `oidc.acme`, `saml.x`...
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 class AuthConfigError(ConfigError):
@@ -26,6 +30,8 @@ class AuthSettings:
     project_id: str
     certs_url: str = GOOGLE_CERTS_URL
     emulator_host: str | None = None
+    allowed_sign_in_providers: frozenset[str] | None = None
+    """`firebase.sign_in_provider` values that may call (e.g. `password`, `google.com`); None: any."""
 
     @property
     def emulator(self) -> bool:
@@ -46,7 +52,35 @@ class AuthSettings:
         emulator_host = environ.get("FIREBASE_AUTH_EMULATOR_HOST", "").strip() or None
         if emulator_host is not None:
             _check_emulator_host(emulator_host)
-        return cls(project_id=project_id, certs_url=certs_url, emulator_host=emulator_host)
+            if not project_id.startswith(DEMO_PROJECT_PREFIX):
+                # A stray emulator variable must never switch off signature checks for a real
+                # project: Firebase reserves `demo-` ids for projects that exist only locally.
+                raise AuthConfigError(
+                    "FIREBASE_AUTH_EMULATOR_HOST is set, but FIREBASE_PROJECT_ID "
+                    f"{project_id!r} does not start with {DEMO_PROJECT_PREFIX!r}: emulator mode "
+                    "(unsigned tokens) is only for demo- projects. Unset "
+                    "FIREBASE_AUTH_EMULATOR_HOST in production, or use a demo- project id locally"
+                )
+        return cls(
+            project_id=project_id,
+            certs_url=certs_url,
+            emulator_host=emulator_host,
+            allowed_sign_in_providers=_sign_in_providers(environ),
+        )
+
+
+def _sign_in_providers(environ: Mapping[str, str]) -> frozenset[str] | None:
+    raw = environ.get("FIREBASE_ALLOWED_SIGN_IN_PROVIDERS", "").strip()
+    if not raw:
+        return None
+    names = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    bad = sorted(name for name in names if not _PROVIDER_NAME.fullmatch(name))
+    if bad or not names:
+        raise AuthConfigError(
+            "FIREBASE_ALLOWED_SIGN_IN_PROVIDERS must be a comma list of sign-in provider ids "
+            f"such as password,google.com,anonymous; got {raw!r}"
+        )
+    return names
 
 
 def _check_certs_url(url: str) -> None:

@@ -27,6 +27,7 @@ from rpc_common.auth.errors import (
     TOKEN_MISSING,
     TOKEN_WRONG_PROJECT,
     AuthError,
+    sign_in_provider_not_allowed,
 )
 from rpc_common.auth.keys import DEFAULT_TIMEOUT, KeySource
 from rpc_common.auth.settings import AuthSettings
@@ -49,10 +50,12 @@ class TokenVerifier:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
         cache_size: int = DEFAULT_MAX_ENTRIES,
+        allowed_sign_in_providers: frozenset[str] | None = None,
     ) -> None:
         if not project_id:
             raise ValueError("project_id is required")
         self._project_id = project_id
+        self._allowed_providers = allowed_sign_in_providers
         self._issuer = ID_TOKEN_ISSUER_PREFIX + project_id
         self._emulator = emulator
         self._clock = clock
@@ -82,6 +85,7 @@ class TokenVerifier:
             certs_url=settings.certs_url,
             emulator=settings.emulator,
             http=http,
+            allowed_sign_in_providers=settings.allowed_sign_in_providers,
         )
 
     @property
@@ -110,11 +114,14 @@ class TokenVerifier:
         if not token.isascii() or token.count(".") != 2:
             raise AuthError(TOKEN_MALFORMED, "the token is not a JWT (three base64url parts)")
         digest = token_digest(token)
-        cached = self._cache.get(digest, self._clock())
-        if cached is not None:
-            return cached
-        caller, exp = await self._verify_uncached(token)
-        self._cache.put(digest, caller, exp)
+        caller = self._cache.get(digest, self._clock())
+        if caller is None:
+            caller, exp = await self._verify_uncached(token)
+            self._cache.put(digest, caller, exp)
+        if self._allowed_providers is not None and (
+            _sign_in_provider(caller) not in self._allowed_providers
+        ):
+            raise sign_in_provider_not_allowed()
         return caller
 
     async def _verify_uncached(self, token: str) -> tuple[Caller, int]:
@@ -196,3 +203,9 @@ class TokenVerifier:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _sign_in_provider(caller: Caller) -> str | None:
+    firebase = caller.claims.get("firebase")
+    provider = firebase.get("sign_in_provider") if isinstance(firebase, dict) else None
+    return provider if isinstance(provider, str) else None

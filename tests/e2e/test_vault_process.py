@@ -128,3 +128,20 @@ def test_rewrap_moves_rows_to_the_new_master_key(
         assert _put_and_access(address, emulator_tokens, uid, put=False) == KEY
     assert vault.terminate() == 0
     assert OLD_MASTER not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["vault_service", "gateway_service"])
+def test_emulator_mode_for_a_real_project_refuses_to_start(tmp_path: Path, module: str) -> None:
+    """A stray FIREBASE_AUTH_EMULATOR_HOST in production must stop the service, not switch off
+    signature checks (SPEC §11)."""
+    env = {
+        **base_env(tmp_path, free_port()),
+        "FIREBASE_PROJECT_ID": "acme-prod",
+        "CLOUDFLARE_ACCOUNT_ID": "acct",
+        "CLOUDFLARE_API_TOKEN": "cf-token-0123456789",
+    }
+    result = run_module(module, [], env)
+    assert result.returncode != 0
+    assert "FIREBASE_AUTH_EMULATOR_HOST" in result.stderr
+    assert "FIREBASE_PROJECT_ID" in result.stderr
+    assert MASTER not in result.stderr + result.stdout

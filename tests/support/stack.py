@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -57,8 +58,14 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    tmp_path: Path, tokens: TokenFactory, keyring: KeyRing, **gateway_overrides: object
+    tmp_path: Path,
+    tokens: TokenFactory,
+    keyring: KeyRing,
+    *,
+    verifier_options: dict[str, Any] | None = None,
+    **gateway_overrides: object,
 ) -> AsyncIterator[Stack]:
+    """`verifier_options` go to both services' token verifiers (TokenVerifier's keywords)."""
     wai = workers_ai.create_app(tokens=[CF_TOKEN], account_id=CF_ACCOUNT)
     orr = openrouter.create_app(tokens=[OPENROUTER_KEY])
     tog = together.create_app(tokens=[TOGETHER_KEY])
@@ -80,7 +87,7 @@ async def running_stack(
                 together_base_url=tog_url,
             ),
             keyring=keyring,
-            verifier=tokens.verifier(),
+            verifier=tokens.verifier(**(verifier_options or {})),
         )
         await vault_app.serving.start()
         vault_address = f"127.0.0.1:{vault_app.serving.port}"
@@ -96,7 +103,9 @@ async def running_stack(
             together_base_url=tog_url,
             **gateway_overrides,  # type: ignore[arg-type]
         )
-        gateway_app = await build_gateway(settings, verifier=tokens.verifier())
+        gateway_app = await build_gateway(
+            settings, verifier=tokens.verifier(**(verifier_options or {}))
+        )
         await gateway_app.serving.start()
         gateway_address = f"127.0.0.1:{gateway_app.serving.port}"
         try:

@@ -78,10 +78,11 @@ class TokenFactory:
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
-    def verifier(self) -> TokenVerifier:
-        """A verifier whose key fetches are answered by this factory, in process."""
+    def verifier(self, **options: Any) -> TokenVerifier:
+        """A verifier whose key fetches are answered by this factory, in process; `options`
+        are TokenVerifier's (e.g. allowed_sign_in_providers)."""
         http = httpx.AsyncClient(transport=httpx.MockTransport(self._handler))
-        return TokenVerifier(self.project_id, certs_url=CERTS_URL, http=http)
+        return TokenVerifier(self.project_id, certs_url=CERTS_URL, http=http, **options)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

@@ -16,13 +16,36 @@ def test_defaults() -> None:
 def test_all_variables() -> None:
     settings = AuthSettings.from_env(
         {
-            "FIREBASE_PROJECT_ID": " my-proj ",
+            "FIREBASE_PROJECT_ID": " demo-proj ",
             "FIREBASE_CERTS_URL": "http://127.0.0.1:8085/keys",
             "FIREBASE_AUTH_EMULATOR_HOST": "localhost:9099",
+            "FIREBASE_ALLOWED_SIGN_IN_PROVIDERS": "password, google.com,,",
         }
     )
-    assert settings == AuthSettings("my-proj", "http://127.0.0.1:8085/keys", "localhost:9099")
+    assert settings == AuthSettings(
+        "demo-proj",
+        "http://127.0.0.1:8085/keys",
+        "localhost:9099",
+        frozenset({"password", "google.com"}),
+    )
     assert settings.emulator
+
+
+@pytest.mark.parametrize("project", ["my-proj", "prod-demo-x", "Demo-x"])
+def test_emulator_mode_is_refused_for_a_real_project(project: str) -> None:
+    """A stray FIREBASE_AUTH_EMULATOR_HOST must not turn off signature checks in production."""
+    env = {"FIREBASE_PROJECT_ID": project, "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099"}
+    with pytest.raises(AuthConfigError) as caught:
+        AuthSettings.from_env(env)
+    assert "FIREBASE_AUTH_EMULATOR_HOST" in str(caught.value)
+    assert "FIREBASE_PROJECT_ID" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["Password", "pass word", "a,b/c"])
+def test_bad_sign_in_provider_lists_are_refused(value: str) -> None:
+    env = {"FIREBASE_PROJECT_ID": "p", "FIREBASE_ALLOWED_SIGN_IN_PROVIDERS": value}
+    with pytest.raises(AuthConfigError, match="FIREBASE_ALLOWED_SIGN_IN_PROVIDERS"):
+        AuthSettings.from_env(env)
 
 
 @pytest.mark.parametrize("env", [{}, {"FIREBASE_PROJECT_ID": "  "}])
@@ -47,7 +70,9 @@ def test_certs_url_must_be_https_off_loopback(url: str) -> None:
 @pytest.mark.parametrize("host", ["http://localhost:9099", "localhost", "localhost:port", ":9099"])
 def test_emulator_host_must_be_host_port(host: str) -> None:
     with pytest.raises(AuthConfigError, match="FIREBASE_AUTH_EMULATOR_HOST"):
-        AuthSettings.from_env({"FIREBASE_PROJECT_ID": "p", "FIREBASE_AUTH_EMULATOR_HOST": host})
+        AuthSettings.from_env(
+            {"FIREBASE_PROJECT_ID": "demo-p", "FIREBASE_AUTH_EMULATOR_HOST": host}
+        )
 
 
 def test_empty_emulator_host_means_off() -> None:
