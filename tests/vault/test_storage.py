@@ -10,6 +10,7 @@ import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -343,3 +344,36 @@ async def _raw_contents(url: str) -> bytes:
         cur = await conn.execute("SELECT blob FROM vault_keys")
         parts.extend(bytes(blob) for (blob,) in await cur.fetchall())
     return b"\n".join(parts)
+
+
+async def test_sqlite_deleted_records_do_not_linger_in_the_file(
+    tmp_path: Path, rings: Rings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """secure_delete: the sealed record of a deleted or replaced key is zeroed, in the database
+    file and in its WAL, not left in a free page for anyone who copies the file.
+
+    Debian builds SQLite with secure_delete on by default, so every connection here starts with
+    it switched off, as on a build without that default: the store must turn it on itself.
+    """
+    real_connect = sqlite3.connect
+
+    def connect_without_default(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete=OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_without_default)
+    url = f"sqlite:///{tmp_path}/vault.db"
+    store = await open_store(url)
+    try:
+        gone = blob_of(rings, "alice", "sk-or-v1-deleted-" + "ab" * 24)
+        replaced = blob_of(rings, "bob", "sk-or-v1-replaced-" + "cd" * 24)
+        await store.put("alice", "openrouter", gone)
+        await store.put("bob", "openrouter", replaced)
+        await store.put("bob", "openrouter", blob_of(rings, "bob", "sk-or-v1-new-" + "ef" * 24))
+        assert await store.delete("alice") is True
+    finally:
+        await store.close()
+    raw = await _raw_contents(url)  # the file and its WAL
+    assert gone[-40:] not in raw
+    assert replaced[-40:] not in raw

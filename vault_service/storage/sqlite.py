@@ -142,6 +142,9 @@ def _connect(path: str) -> sqlite3.Connection:
             raise StorageError("SQLite refused WAL mode for the vault database")
         # FULL: a put that returned survives power loss (NORMAL may drop the last commits in WAL).
         conn.execute("PRAGMA synchronous=FULL")
+        # A deleted or replaced key's sealed record is overwritten with zeros, in the file and
+        # its WAL, instead of lingering in free pages until something reuses them.
+        conn.execute("PRAGMA secure_delete=ON")
         _migrate(conn)
     except BaseException:
         conn.close()
