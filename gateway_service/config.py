@@ -76,6 +76,8 @@ class GatewaySettings:
                 retry_after_cap_seconds=positive_float(
                     environ, "UPSTREAM_RETRY_AFTER_CAP_SECONDS", 5.0
                 ),
+                max_connections=positive_int(environ, "UPSTREAM_MAX_CONNECTIONS", 512),
+                pool_timeout_seconds=positive_float(environ, "UPSTREAM_POOL_TIMEOUT_SECONDS", 1.0),
             ),
             vault_timeout_seconds=positive_float(environ, "GATEWAY_VAULT_TIMEOUT_SECONDS", 3.0),
             vault_cache_seconds=_cache_seconds(environ, "GATEWAY_VAULT_CACHE_SECONDS", 2.0),

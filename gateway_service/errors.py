@@ -32,6 +32,8 @@ VAULT_UNAVAILABLE: Final = "VAULT_UNAVAILABLE"
 # Admission control (limits/): RATE_LIMITED with ErrorInfo `limit` is our own refusal; without
 # `limit` it is a provider's 429.
 RATE_LIMITER_UNAVAILABLE: Final = "RATE_LIMITER_UNAVAILABLE"
+# This gateway's connection pool for a provider stayed full: our capacity, not the provider.
+UPSTREAM_OVERLOADED: Final = "UPSTREAM_OVERLOADED"
 
 # Reasons the REST bridge must show as 502 (the upstream failed, not our backend).
 UPSTREAM_FAILURE_REASONS: Final = frozenset(
@@ -189,6 +191,16 @@ def unreachable(provider: str) -> RpcError:
         UPSTREAM_UNREACHABLE,
         f"Could not connect to {provider}; retry later.",
         {"provider": provider, "code": "upstream_unreachable"},
+    )
+
+
+def upstream_overloaded(provider: str) -> RpcError:
+    return RpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        UPSTREAM_OVERLOADED,
+        f"The gateway has too many requests in flight to {provider}; retry shortly.",
+        {"provider": provider, "code": "upstream_overloaded", "retry_after": "1"},
+        retry_delay=1.0,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from prometheus_client import start_http_server
 from gateway_service.config import GatewaySettings
 from gateway_service.limits import Admission, LimitStore, MemoryStore, RedisStore
 from gateway_service.metrics import GatewayMetrics
+from gateway_service.providers.base import PROVIDER_ENUM, ProviderName
 from gateway_service.providers.openrouter import OpenRouter
 from gateway_service.providers.together import Together
 from gateway_service.providers.workers_ai import WorkersAI
@@ -31,7 +33,8 @@ class GatewayApp:
     """A bound gateway server and what it owns; `aclose` releases all but the server."""
 
     serving: Serving
-    http: httpx.AsyncClient
+    http: dict[ProviderName, httpx.AsyncClient]
+    """One pooled client per provider (`upstream_http`)."""
     metrics: GatewayMetrics
     resources: AsyncExitStack
     vault: VaultClient | None = None
@@ -42,15 +45,19 @@ class GatewayApp:
 
 
 def build_router(
-    settings: GatewaySettings, http: httpx.AsyncClient, workers_ai: WorkersAI
+    settings: GatewaySettings,
+    http: Mapping[ProviderName, httpx.AsyncClient],
+    workers_ai: WorkersAI,
 ) -> Router:
     return Router(
         aliases=AliasTable.load(),
         workers_ai=workers_ai,
         workers_ai_token=settings.cloudflare_api_token,
         byok_providers={
-            "openrouter": OpenRouter(http, settings.http, settings.openrouter_base_url),
-            "together": Together(http, settings.http, settings.together_base_url),
+            "openrouter": OpenRouter(
+                http["openrouter"], settings.http, settings.openrouter_base_url
+            ),
+            "together": Together(http["together"], settings.http, settings.together_base_url),
         },
     )
 
@@ -58,11 +65,15 @@ def build_router(
 async def build_gateway(
     settings: GatewaySettings, *, verifier: TokenVerifier | None = None
 ) -> GatewayApp:
-    """Create the shared HTTP client, providers and vault channel; bind (not start) the server."""
+    """Create the providers' HTTP clients, the providers and the vault channel; bind (not start)
+    the server."""
     resources = AsyncExitStack()
     try:
-        http = make_client(settings.http)
-        resources.push_async_callback(http.aclose)
+        # One pool per provider: a flood to one provider cannot take another's connections.
+        http: dict[ProviderName, httpx.AsyncClient] = {}
+        for name in PROVIDER_ENUM:
+            http[name] = make_client(settings.http)
+            resources.push_async_callback(http[name].aclose)
         if verifier is None:
             verifier = TokenVerifier.from_settings(settings.auth)
             resources.push_async_callback(verifier.aclose)
@@ -76,7 +87,7 @@ async def build_gateway(
         vault.start()
         metrics = GatewayMetrics()
         workers_ai = WorkersAI(
-            http,
+            http["workers-ai"],
             settings.http,
             settings.workers_ai_base_url,
             settings.cloudflare_account_id,

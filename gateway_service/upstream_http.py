@@ -1,4 +1,9 @@
-"""The one pooled HTTP client for all upstreams, and sending with retries before the first byte.
+"""The pooled HTTP clients for the upstreams, and sending with retries before the first byte.
+
+One client (one connection pool) per provider, so a flood of slow requests to one provider can
+never take the connections another provider's users need. A pool that stays full for
+`pool_timeout_seconds` answers 503 `upstream_overloaded` with `Retry-After`: it is our capacity
+that ran out, not the provider that was slow, so it is never reported as an upstream timeout.
 
 Retries (SPEC §6): connect errors and HTTP 429/502/503, at most twice, honouring `Retry-After` up
 to a cap, and only before any byte of the answer was used. Once a 2xx response is returned to the
@@ -42,6 +47,9 @@ class HttpSettings:
     max_retries: int = 2
     retry_after_cap_seconds: float = 5.0
     max_connections: int = 512
+    """Connections per provider pool (a stream holds one until it ends)."""
+    pool_timeout_seconds: float = 1.0
+    """How long a request waits for a free connection before 503 `upstream_overloaded`."""
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -54,7 +62,7 @@ class _NoCookies(DefaultCookiePolicy):
 def make_client(
     settings: HttpSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """The process-wide client: httpx's own pooled transport, explicit timeouts, no redirects (a
+    """One provider's client: httpx's own pooled transport, explicit timeouts, no redirects (a
     redirect would carry the Authorization header somewhere we did not choose). `transport` is
     for tests."""
     return httpx.AsyncClient(
@@ -63,7 +71,7 @@ def make_client(
             connect=settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
             write=settings.read_timeout_seconds,
-            pool=settings.connect_timeout_seconds,
+            pool=settings.pool_timeout_seconds,
         ),
         limits=httpx.Limits(
             max_connections=settings.max_connections,
@@ -121,6 +129,9 @@ async def open_stream(
     while True:
         try:
             response = await client.send(request, stream=True)
+        except httpx.PoolTimeout:
+            # Every connection of this provider's pool is busy (our capacity, not its speed).
+            raise errors.upstream_overloaded(provider) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             if attempt < settings.max_retries:
                 attempt += 1
@@ -205,6 +216,8 @@ def ensure_rpc_error(exc: BaseException, provider: str) -> RpcError:
     """Translate an httpx failure that happened while reading a 2xx body."""
     if isinstance(exc, RpcError):
         return exc
+    if isinstance(exc, httpx.PoolTimeout):
+        return errors.upstream_overloaded(provider)
     if isinstance(exc, httpx.TimeoutException):
         return errors.timed_out(provider)
     # The exception class is for our logs, not for the caller.
