@@ -358,7 +358,7 @@ async def test_sqlite_deleted_records_do_not_linger_in_the_file(
     real_connect = sqlite3.connect
 
     def connect_without_default(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
         conn.execute("PRAGMA secure_delete=OFF")
         return conn
 
