@@ -1,7 +1,9 @@
 """`python -m rest_bridge`: serve the REST API with uvicorn until SIGTERM, then exit 0.
 
 uvicorn's `auto` loop picks uvloop (a dependency); HTTP/1.1 is parsed by httptools through
-`BridgeHttpProtocol`, which answers unparseable requests with the OpenAI error envelope.
+`BridgeHttpProtocol`, which enforces the edge limits and answers unparseable or refused requests
+with the OpenAI error envelope. `rest_bridge.uvicorn_config` builds the configuration (the tests
+serve the bridge with the same one); Prometheus metrics have their own listener.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import sys
 import uvicorn
 
 from rest_bridge.config import BridgeSettings
-from rest_bridge.http_protocol import BridgeHttpProtocol
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 
@@ -32,34 +33,37 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, service="bridge")
     from rest_bridge.app import create_app
+    from rest_bridge.state import BridgeState
+    from rest_bridge.uvicorn_config import start_metrics_listener, uvicorn_config
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        loop="auto",
-        http=BridgeHttpProtocol,
-        lifespan="on",
-        log_config=None,  # keep configure_logging's redacting handler
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the bridge writes its own access line (route template, request id)
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
+    app = create_app(settings)
+    state: BridgeState = app.state.bridge
+    server = uvicorn.Server(uvicorn_config(app, settings))
     # uvicorn drains on SIGTERM/SIGINT, restores the previous handlers and then re-raises the
     # signal; with the default handlers that would turn a clean drain into "killed by SIGTERM".
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _ignore)
+    try:
+        metrics = start_metrics_listener(settings, state.metrics)
+    except OSError as exc:
+        _LOGGER.error(
+            "BRIDGE_METRICS_ADDR %s: cannot listen (%s)",
+            settings.metrics_addr,
+            exc.strerror or exc,
+        )
+        return 1
     _LOGGER.info(
-        "REST bridge on %s -> gateway %s, vault %s",
+        "REST bridge on %s -> gateway %s, vault %s; metrics %s",
         settings.listen_addr,
         settings.gateway_addr,
         settings.vault_addr,
+        metrics.url if metrics else "off",
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     if not server.started:
         return 1  # e.g. the port was taken; uvicorn has logged why
     return 0

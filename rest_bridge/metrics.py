@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Final
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -20,7 +19,6 @@ from prometheus_client import (
 
 from native1api.gateway.v1 import chat_pb2
 
-CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE: Final = "unmatched"
 OTHER: Final = "other"
 MAX_MODEL_LABELS: Final = 200
@@ -71,6 +69,18 @@ class BridgeMetrics:
             buckets=_FIRST_CHUNK_BUCKETS,
             registry=self.registry,
         )
+        self.connections_open = Gauge(
+            "native1api_bridge_http_connections",
+            "Client HTTP connections open now (refused ones are not counted).",
+            registry=self.registry,
+        )
+        self._connections_refused = Counter(
+            "native1api_bridge_http_connections_refused",
+            "Connections the HTTP edge closed before or instead of serving a request, by reason "
+            "(header_too_large, header_timeout, body_timeout, too_many_connections, invalid_http).",
+            ("reason",),
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._models: set[str] = set()
 
@@ -85,6 +95,10 @@ class BridgeMetrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def connection_refused(self, reason: str) -> None:
+        """One connection closed by an edge limit; `reason` is one of a fixed few."""
+        self._connections_refused.labels(reason).inc()
 
     def observe_first_chunk(self, provider: str, seconds: float) -> None:
         self._first_chunk.labels(provider).observe(seconds)

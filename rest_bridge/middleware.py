@@ -12,6 +12,7 @@ import time
 from typing import Final
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_bridge import errors
@@ -91,6 +92,9 @@ class EdgeMiddleware:
                 await errors.body_too_large(limit).to_response()(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive_limited, send_with_id)
+        except ClientDisconnect:
+            # The client left while we read its body: nobody to answer; the access line says 499.
+            status = CLIENT_CLOSED
         except Exception:
             if response_started:
                 _LOGGER.exception("error after the response started (request %s)", request_id)

@@ -1,4 +1,8 @@
-"""`/healthz` (the process is up), `/readyz` (both backends serve), `/metrics` (Prometheus)."""
+"""`/healthz` (the process is up) and `/readyz` (both backends serve).
+
+Prometheus metrics are not served here: they have their own listener (`BRIDGE_METRICS_ADDR`,
+`rest_bridge.uvicorn_config.start_metrics_listener`), so the public port does not expose them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rest_bridge import errors
-from rest_bridge.metrics import CONTENT_TYPE
 from rest_bridge.schemas import HealthStatus, ReadyStatus, error_responses
 from rest_bridge.state import bridge_state
 
@@ -52,13 +55,3 @@ async def readyz(request: Request) -> Response:
         headers={"cache-control": "no-store"},
         media_type="application/json",
     )
-
-
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-)
-async def metrics(request: Request) -> Response:
-    return Response(bridge_state(request).metrics.render(), media_type=CONTENT_TYPE)

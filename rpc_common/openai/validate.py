@@ -20,6 +20,9 @@ from rpc_common.openai.names import ROLE_NAMES
 from rpc_common.openai.request import TYPED_MESSAGE_FIELDS, TYPED_REQUEST_FIELDS
 
 MAX_STOP_SEQUENCES: Final = 4
+# OpenAI's own limit; also bounds the work one request makes (each message is validated,
+# converted and forwarded) for REST and gRPC callers alike.
+MAX_MESSAGES: Final = 2048
 TOOL_CHOICE_MODES: Final = ("none", "auto", "required")
 RESPONSE_FORMAT_TYPES: Final = ("text", "json_object", "json_schema")
 
@@ -56,6 +59,13 @@ def validate_request(req: chat_pb2.ChatCompletionRequest) -> None:
         )
     if not req.messages:
         raise _empty_array("messages")
+    if len(req.messages) > MAX_MESSAGES:
+        raise invalid(
+            f"Invalid 'messages': array too long. Expected an array with maximum length "
+            f"{MAX_MESSAGES}, but got an array with length {len(req.messages)} instead.",
+            "messages",
+            "array_above_max_length",
+        )
     for index, message in enumerate(req.messages):
         _check_message(message, f"messages[{index}]")
 

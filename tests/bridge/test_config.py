@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from rest_bridge.app import create_app
 from rest_bridge.config import BridgeSettings
+from rest_bridge.http_protocol import BridgeHttpProtocol, EdgeLimits
+from rest_bridge.uvicorn_config import uvicorn_config
 from rpc_common.config import ConfigError
 
 
@@ -62,3 +65,83 @@ def test_values_are_parsed() -> None:
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         BridgeSettings.from_env({name: value})
+
+
+# The HTTP edge (SPEC §11) and the metrics listener ------------------------------------------------
+
+
+def test_edge_defaults() -> None:
+    settings = BridgeSettings.from_env({})
+    assert settings.max_header_bytes == 32768
+    assert settings.header_timeout_seconds == 10.0
+    assert settings.body_timeout_seconds == 30.0
+    assert settings.max_connections == 1024
+    assert settings.metrics_addr == "127.0.0.1:9464"
+    assert BridgeSettings().metrics_addr == settings.metrics_addr  # the dataclass agrees
+
+
+def test_edge_values_are_parsed() -> None:
+    settings = BridgeSettings.from_env(
+        {
+            "BRIDGE_MAX_HEADER_BYTES": "8192",
+            "BRIDGE_HEADER_TIMEOUT_SECONDS": "2.5",
+            "BRIDGE_BODY_TIMEOUT_SECONDS": "60",
+            "BRIDGE_MAX_CONNECTIONS": "50",
+            "BRIDGE_METRICS_ADDR": "[::1]:9100",
+        }
+    )
+    assert settings.max_header_bytes == 8192
+    assert settings.header_timeout_seconds == 2.5
+    assert settings.body_timeout_seconds == 60.0
+    assert settings.max_connections == 50
+    assert settings.metrics_addr == "[::1]:9100"
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_metrics_addr_turns_the_listener_off(value: str) -> None:
+    assert BridgeSettings.from_env({"BRIDGE_METRICS_ADDR": value}).metrics_addr == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BRIDGE_MAX_HEADER_BYTES", "0"),
+        ("BRIDGE_MAX_HEADER_BYTES", "32k"),
+        ("BRIDGE_HEADER_TIMEOUT_SECONDS", "0"),
+        ("BRIDGE_HEADER_TIMEOUT_SECONDS", "inf"),
+        ("BRIDGE_BODY_TIMEOUT_SECONDS", "-5"),
+        ("BRIDGE_BODY_TIMEOUT_SECONDS", "soon"),
+        ("BRIDGE_MAX_CONNECTIONS", "0"),
+        ("BRIDGE_MAX_CONNECTIONS", "1.5"),
+        ("BRIDGE_METRICS_ADDR", "9464"),
+        ("BRIDGE_METRICS_ADDR", "127.0.0.1:99999"),
+    ],
+)
+def test_invalid_edge_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        BridgeSettings.from_env({name: value})
+
+
+def test_tests_and_production_serve_the_same_protocol_with_the_settings_limits() -> None:
+    """`uvicorn_config` is what `python -m rest_bridge` and `serve_bridge` both use."""
+    settings = BridgeSettings.from_env(
+        {
+            "BRIDGE_MAX_HEADER_BYTES": "4096",
+            "BRIDGE_HEADER_TIMEOUT_SECONDS": "3",
+            "BRIDGE_BODY_TIMEOUT_SECONDS": "4",
+            "BRIDGE_MAX_CONNECTIONS": "7",
+        }
+    )
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)
+    protocol = config.http
+    assert isinstance(protocol, type) and issubclass(protocol, BridgeHttpProtocol)
+    assert protocol.edge_limits == EdgeLimits(
+        max_header_bytes=4096,
+        header_timeout_seconds=3.0,
+        body_timeout_seconds=4.0,
+        max_connections=7,
+    )
+    assert protocol.edge_metrics is app.state.bridge.metrics
+    assert config.ws == "none"  # an upgrade must not take a connection out of the count
+    assert config.limit_concurrency is None  # the cap counts connections, in the protocol

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
@@ -85,8 +86,12 @@ async def test_readyz_follows_the_backends(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def fresh_bridge(stack: Stack) -> AsyncIterator[Bridge]:
-    """A bridge of its own, so its metrics hold only this test's requests."""
-    async with serve_bridge(bridge_settings(stack.gateway_address, stack.vault_address)) as b:
+    """A bridge of its own, so its metrics hold only this test's requests, with its metrics
+    listener on a free loopback port."""
+    settings = bridge_settings(
+        stack.gateway_address, stack.vault_address, metrics_addr="127.0.0.1:0"
+    )
+    async with serve_bridge(settings) as b:
         yield b
 
 
@@ -100,7 +105,13 @@ async def test_metrics_after_completions(stack: Stack, fresh_bridge: Bridge) -> 
         result = await stream_chat(http, chat_body("stream me", stream=True))
         assert result.response.status_code == 200
         await http.get(f"/v1/unknown/{uid}")
-        response = await http.get("/metrics")
+        public = await http.get("/metrics")
+    # Not on the public port: an unknown route like any other.
+    assert public.status_code == 404
+    assert public.json()["error"]["code"] == "unknown_url"
+    assert fresh_bridge.metrics_url is not None
+    async with httpx.AsyncClient(timeout=10) as scraper:
+        response = await scraper.get(fresh_bridge.metrics_url)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = {
@@ -117,7 +128,7 @@ async def test_metrics_after_completions(stack: Stack, fresh_bridge: Bridge) -> 
     assert value("native1api_bridge_request_duration_seconds_count", **chat) == 2
     assert (
         value("native1api_bridge_requests_total", route="unmatched", method="GET", status="404")
-        == 1
+        == 2  # /v1/unknown/... and /metrics
     )
     # 6 completion tokens per reply (fakes.content), counted for the unary and the stream.
     tokens_labels = {"provider": "workers-ai", "model": LLAMA}

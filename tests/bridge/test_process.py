@@ -21,6 +21,7 @@ def test_serves_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{port}",
+        "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
         # Nothing listens there: the process is alive but not ready.
         "GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
         "VAULT_ADDR": f"127.0.0.1:{free_port()}",
@@ -70,6 +71,7 @@ async def test_process_bridges_to_the_real_backends(stack: Stack, tmp_path: Path
     port = free_port()
     env = {
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{port}",
+        "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
         "GATEWAY_ADDR": stack.gateway_address,
         "VAULT_ADDR": stack.vault_address,
     }

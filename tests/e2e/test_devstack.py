@@ -53,6 +53,7 @@ def ports() -> dict[str, str]:
         "GATEWAY_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{bridge}",
         "WORKERS_AI_STANDIN_PORT": str(free_port()),
+        "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
     }
     env["VAULT_ADDR"] = env["VAULT_LISTEN_ADDR"]
     env["GATEWAY_ADDR"] = env["GATEWAY_LISTEN_ADDR"]

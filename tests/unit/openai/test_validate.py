@@ -566,3 +566,41 @@ def test_real_model_ids_pass(model: str) -> None:
         model=model, messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, text="hi")]
     )
     validate_request(req)
+
+
+# At most 2,048 messages (OpenAI's limit), for REST bodies and gRPC-built requests alike --------
+
+
+def grpc_messages(count: int) -> chat_pb2.ChatCompletionRequest:
+    return chat_pb2.ChatCompletionRequest(
+        model="m",
+        messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, text="hi")] * count,
+    )
+
+
+def test_2048_messages_are_accepted() -> None:
+    validate_request(request_from_json(base_body(messages=[user("hi")] * 2048)).request)
+    validate_request(grpc_messages(2048))
+
+
+def test_2049_messages_are_refused_naming_messages() -> None:
+    error = rejection(base_body(messages=[user("hi")] * 2049))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.metadata == {"param": "messages", "code": "array_above_max_length"}
+    assert error.message == (
+        "Invalid 'messages': array too long. Expected an array with maximum length 2048, "
+        "but got an array with length 2049 instead."
+    )
+    with pytest.raises(RpcError) as info:
+        validate_request(grpc_messages(2049))
+    assert info.value.metadata == {"param": "messages", "code": "array_above_max_length"}
+
+
+def test_the_message_count_is_checked_before_the_messages() -> None:
+    """A huge list is refused for its length, not after validating every message in it."""
+    request = chat_pb2.ChatCompletionRequest(
+        model="m", messages=[chat_pb2.ChatMessage()] * 5000
+    )  # every message lacks its role
+    with pytest.raises(RpcError) as info:
+        validate_request(request)
+    assert info.value.metadata["param"] == "messages"
