@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from gateway_service.limits.settings import LimitsSettings
 from gateway_service.upstream_http import HttpSettings
-from rpc_common.auth import AuthSettings
+from rpc_common.auth import AppCheckSettings, AuthSettings
 from rpc_common.config import ConfigError, optional, positive_float, positive_int, secret
+from rpc_common.tls import TlsSettings
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class GatewaySettings:
     vault_cache_seconds: float = 2.0
     metrics_addr: str = ""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    app_check: AppCheckSettings = field(default_factory=AppCheckSettings)
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -83,8 +86,10 @@ class GatewaySettings:
             vault_cache_seconds=_cache_seconds(environ, "GATEWAY_VAULT_CACHE_SECONDS", 2.0),
             metrics_addr=optional(environ, "GATEWAY_METRICS_ADDR", ""),
             limits=LimitsSettings.from_env(environ),
+            app_check=AppCheckSettings.from_env(environ),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),
+            tls=TlsSettings.from_env(environ),
         )
 
 

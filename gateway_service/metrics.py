@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway_service.request_log import RequestRecord
+from rpc_common.auth import app_check_counter
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -71,6 +72,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._admitted: dict[str, Counter] = {}
+        # Firebase App Check (SPEC §11): verifications by result (valid, missing, invalid, ...).
+        self.app_check = app_check_counter("gateway", self.registry)
 
     def admitted(self, tier: str) -> None:
         child = self._admitted.get(tier)

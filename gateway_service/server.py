@@ -22,7 +22,7 @@ from gateway_service.servicer import GatewayServicer
 from gateway_service.upstream_http import make_client
 from gateway_service.vault_client import VaultClient
 from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-from rpc_common.auth import TokenVerifier
+from rpc_common.auth import AppCheck, AppCheckVerifier, TokenVerifier
 from rpc_common.serve import Serving, bind_server, serve_until_signal
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -39,6 +39,7 @@ class GatewayApp:
     resources: AsyncExitStack
     vault: VaultClient | None = None
     admission: Admission | None = None
+    app_check: AppCheck | None = None
 
     async def aclose(self) -> None:
         await self.resources.aclose()
@@ -63,7 +64,10 @@ def build_router(
 
 
 async def build_gateway(
-    settings: GatewaySettings, *, verifier: TokenVerifier | None = None
+    settings: GatewaySettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    app_check_verifier: AppCheckVerifier | None = None,
 ) -> GatewayApp:
     """Create the providers' HTTP clients, the providers and the vault channel; bind (not start)
     the server."""
@@ -82,10 +86,15 @@ async def build_gateway(
             settings.service_token,
             timeout_seconds=settings.vault_timeout_seconds,
             cache_seconds=settings.vault_cache_seconds,
+            tls=settings.tls,
         )
         resources.push_async_callback(vault.close)
         vault.start()
         metrics = GatewayMetrics()
+        app_check = AppCheck.from_settings(
+            settings.app_check, verifier=app_check_verifier, counter=metrics.app_check
+        )
+        resources.push_async_callback(app_check.aclose)
         workers_ai = WorkersAI(
             http["workers-ai"],
             settings.http,
@@ -114,16 +123,19 @@ async def build_gateway(
             router=build_router(settings, http, workers_ai),
             metrics=metrics,
             admission=admission,
+            app_check=app_check,
         )
 
         def register(server: grpc.aio.Server) -> None:
             gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
 
-        serving = bind_server(settings.listen_addr, register, [SERVICE_NAME])
+        serving = bind_server(
+            settings.listen_addr, register, [SERVICE_NAME], settings.tls.server_credentials()
+        )
     except BaseException:
         await resources.aclose()
         raise
-    return GatewayApp(serving, http, metrics, resources, vault, admission)
+    return GatewayApp(serving, http, metrics, resources, vault, admission, app_check)
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -19,7 +19,7 @@ from gateway_service.request_log import RequestRecord
 from gateway_service.routing import Route, Router
 from gateway_service.vault_client import VaultClient
 from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-from rpc_common.auth import Caller, TokenVerifier, authenticate
+from rpc_common.auth import AppCheck, Caller, TokenVerifier, authenticate, require_app_check
 from rpc_common.openai import validate_request
 from rpc_common.request_id import new_request_id, request_id_or_new
 from rpc_common.status import RpcError, stream_errors, unary_errors
@@ -45,8 +45,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         router: Router,
         metrics: GatewayMetrics,
         admission: Admission,
+        app_check: AppCheck | None = None,
     ) -> None:
         self._verifier = verifier
+        self._app_check = app_check
         self._vault = vault
         self._router = router
         self._metrics = metrics
@@ -69,6 +71,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         try:
             caller = await authenticate(context, self._verifier)
             record.uid = caller.uid
+            await require_app_check(context, self._app_check)
             req = request.request
             validate_request(req)
             record.model = req.model  # only once validated: it goes into logs and labels
@@ -117,6 +120,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         try:
             caller = await authenticate(context, self._verifier)
             record.uid = caller.uid
+            await require_app_check(context, self._app_check)
             req = request.request
             validate_request(req)
             record.model = req.model  # only once validated: it goes into logs and labels

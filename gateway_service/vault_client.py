@@ -32,6 +32,7 @@ from gateway_service.routing import ByokKey
 from native1api.vault.v1 import api_key_pb2, vault_service_pb2, vault_service_pb2_grpc
 from rpc_common.auth import Caller
 from rpc_common.status import RpcError
+from rpc_common.tls import TlsSettings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class VaultClient:
         timeout_seconds: float = 3.0,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         max_entries: int = DEFAULT_CACHE_ENTRIES,
+        tls: TlsSettings | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(
+        self._tls = tls or TlsSettings()
+        self._channel = self._tls.aio_channel(
             address,
             options=(("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)),
         )
@@ -132,7 +135,7 @@ class VaultClient:
         """Keep the change feed connected; the cache is used only while it is."""
         # A channel of its own (and its own subchannels): while the vault is down, this one's
         # reconnect backoff must not make AccessApiKey calls fail fast on the shared connection.
-        channel = grpc.aio.insecure_channel(
+        channel = self._tls.aio_channel(
             self._address, options=(("grpc.use_local_subchannel_pool", 1),)
         )
         stub = vault_service_pb2_grpc.VaultServiceStub(channel)

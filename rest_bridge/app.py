@@ -64,7 +64,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.backends = Backends.open(settings.gateway_addr, settings.vault_addr)
+        state.backends = Backends.open(settings.gateway_addr, settings.vault_addr, settings.tls)
         try:
             yield
         finally:

@@ -6,13 +6,17 @@ with a message an operator can act on.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rpc_common.config import ConfigError, optional, positive_float, positive_int
+from rpc_common.tls import TlsSettings
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
@@ -34,6 +38,15 @@ class BridgeSettings:
     ready_timeout_seconds: float = 2.0
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
+    # The HTTP edge (SPEC §11): what one connection may cost before any app code runs.
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES  # request line + headers; 431 above
+    # From the accept (a kept-alive connection: the next request's first byte) to the last header.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0  # from the last header to the body's last byte
+    max_connections: int = 1024  # open client connections; 503 above
+    metrics_addr: str = DEFAULT_METRICS_ADDR  # Prometheus listener; "" = off
+    # Client side of gRPC TLS / mutual TLS to the gateway and the vault (rpc_common.tls).
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def listen_addr(self) -> str:
@@ -63,6 +76,14 @@ class BridgeSettings:
             ready_timeout_seconds=positive_float(environ, "BRIDGE_READY_TIMEOUT_SECONDS", 2.0),
             shutdown_grace_seconds=positive_float(environ, "BRIDGE_SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=_log_level(environ),
+            max_header_bytes=positive_int(
+                environ, "BRIDGE_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES
+            ),
+            header_timeout_seconds=_seconds(environ, "BRIDGE_HEADER_TIMEOUT_SECONDS", 10.0),
+            body_timeout_seconds=_seconds(environ, "BRIDGE_BODY_TIMEOUT_SECONDS", 30.0),
+            max_connections=positive_int(environ, "BRIDGE_MAX_CONNECTIONS", 1024),
+            metrics_addr=_metrics_addr(environ),
+            tls=TlsSettings.from_env(environ),
         )
 
 
@@ -101,6 +122,25 @@ def _target(environ: Mapping[str, str], name: str, default: str) -> str:
     value = optional(environ, name, default)
     if any(ch.isspace() for ch in value) or ":" not in value:
         raise ConfigError(f"{name} must be a gRPC target such as 127.0.0.1:50052, got {value!r}")
+    return value
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A positive, finite number of seconds (a timer cannot be armed for `inf`)."""
+    value = positive_float(environ, name, default)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number of seconds, got {environ[name]!r}")
+    return value
+
+
+def _metrics_addr(environ: Mapping[str, str]) -> str:
+    """HOST:PORT of the Prometheus listener; unset means the default, set but empty means off."""
+    raw = environ.get("BRIDGE_METRICS_ADDR")
+    if raw is None:
+        return DEFAULT_METRICS_ADDR
+    value = raw.strip()
+    if value:
+        parse_listen_addr("BRIDGE_METRICS_ADDR", value)
     return value
 
 

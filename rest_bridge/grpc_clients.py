@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from native1api.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
+from rpc_common.tls import TlsSettings
 
 GATEWAY_SERVICE: Final = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 VAULT_SERVICE: Final = vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
@@ -44,9 +45,10 @@ class Backends:
     vault: vault_service_pb2_grpc.VaultServiceAsyncStub
 
     @classmethod
-    def open(cls, gateway_addr: str, vault_addr: str) -> Backends:
-        gateway_channel = grpc.aio.insecure_channel(gateway_addr, options=CHANNEL_OPTIONS)
-        vault_channel = grpc.aio.insecure_channel(vault_addr, options=CHANNEL_OPTIONS)
+    def open(cls, gateway_addr: str, vault_addr: str, tls: TlsSettings | None = None) -> Backends:
+        tls = tls or TlsSettings()
+        gateway_channel = tls.aio_channel(gateway_addr, options=CHANNEL_OPTIONS)
+        vault_channel = tls.aio_channel(vault_addr, options=CHANNEL_OPTIONS)
         return cls(
             gateway_channel,
             vault_channel,

@@ -9,6 +9,7 @@ Exit 0 when healthy, 1 otherwise, with one line on stderr saying why.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -16,10 +17,18 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rpc_common.config import ConfigError
+from rpc_common.tls import TlsSettings
+
 
 def check_grpc(address: str, timeout: float) -> str | None:
-    """None when the server reports SERVING, else the reason."""
-    with grpc.insecure_channel(address) as channel:
+    """None when the server reports SERVING, else the reason. Speaks TLS (with this process's
+    certificate, for mutual TLS) when the GRPC_TLS_* variables say so, as the services do."""
+    try:
+        tls = TlsSettings.from_env(os.environ)
+    except ConfigError as exc:
+        return f"{address}: {exc}"
+    with tls.sync_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout

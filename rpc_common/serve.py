@@ -57,8 +57,10 @@ def bind_server(
     address: str,
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
+    credentials: grpc.ServerCredentials | None = None,
 ) -> Serving:
-    """Create a server with health and reflection, call `register` to add servicers, bind `address`.
+    """Create a server with health and reflection, call `register` to add servicers, bind `address`
+    (over TLS with `credentials`, see `rpc_common.tls`).
 
     Tests pass `127.0.0.1:0` and read the chosen port from the result.
     """
@@ -70,7 +72,10 @@ def bind_server(
         (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:  # grpcio's bind failure carries no errno; say what to do instead
         raise OSError(
             f"cannot listen on {address}: the address is in use or not available "

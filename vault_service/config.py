@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rpc_common.auth import AuthSettings
+from rpc_common.auth import AppCheckSettings, AuthSettings
 from rpc_common.config import ConfigError, optional, positive_float, secret
+from rpc_common.tls import TlsSettings
 
 MIN_MASTER_KEY_CHARS = 32
 DEFAULT_DATABASE_URL = "sqlite:///data/vault.db"
@@ -26,8 +27,12 @@ class VaultSettings:
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     together_base_url: str = "https://api.together.xyz/v1"
     validate_timeout_seconds: float = 10.0
+    app_check: AppCheckSettings = field(default_factory=AppCheckSettings)
+    #: `host:port` of a Prometheus endpoint (App Check counts); empty: none.
+    metrics_addr: str = ""
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> VaultSettings:
@@ -64,6 +69,9 @@ class VaultSettings:
             validate_timeout_seconds=positive_float(
                 environ, "VAULT_VALIDATE_TIMEOUT_SECONDS", 10.0
             ),
+            app_check=AppCheckSettings.from_env(environ),
+            metrics_addr=optional(environ, "VAULT_METRICS_ADDR", ""),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 10.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),
+            tls=TlsSettings.from_env(environ),
         )

@@ -7,9 +7,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import grpc
+from prometheus_client import CollectorRegistry, start_http_server
 
 from native1api.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
-from rpc_common.auth import TokenVerifier
+from rpc_common.auth import AppCheck, AppCheckVerifier, TokenVerifier, app_check_counter
 from rpc_common.serve import Serving, bind_server, serve_until_signal
 from vault_service.config import VaultSettings
 from vault_service.crypto import KeyRing
@@ -29,6 +30,9 @@ class VaultApp:
     store: KeyStore
     keyring: KeyRing
     resources: AsyncExitStack
+    registry: CollectorRegistry | None = None
+    """The vault's Prometheus series (App Check counts), served on VAULT_METRICS_ADDR."""
+    app_check: AppCheck | None = None
 
     async def aclose(self) -> None:
         await self.resources.aclose()
@@ -46,6 +50,7 @@ async def build_vault(
     keyring: KeyRing | None = None,
     verifier: TokenVerifier | None = None,
     checker: ProviderKeyChecker | None = None,
+    app_check_verifier: AppCheckVerifier | None = None,
 ) -> VaultApp:
     """Open storage, derive keys, and bind the server on `settings.listen_addr` (not started).
 
@@ -67,28 +72,42 @@ async def build_vault(
                 timeout_seconds=settings.validate_timeout_seconds,
             )
             resources.push_async_callback(checker.aclose)
+        registry = CollectorRegistry()
+        app_check = AppCheck.from_settings(
+            settings.app_check,
+            verifier=app_check_verifier,
+            counter=app_check_counter("vault", registry),
+        )
+        resources.push_async_callback(app_check.aclose)
         servicer = VaultServicer(
             verifier=verifier,
             store=store,
             keyring=keyring,
             service_token=settings.service_token,
             checker=checker,
+            app_check=app_check,
         )
 
         def register(server: grpc.aio.Server) -> None:
             vault_service_pb2_grpc.add_VaultServiceServicer_to_server(servicer, server)
 
-        serving = bind_server(settings.listen_addr, register, [SERVICE_NAME])
+        serving = bind_server(
+            settings.listen_addr, register, [SERVICE_NAME], settings.tls.server_credentials()
+        )
         serving.on_stopping.append(servicer.feed.close)
     except BaseException:
         await resources.aclose()
         raise
-    return VaultApp(serving, store, keyring, resources)
+    return VaultApp(serving, store, keyring, resources, registry, app_check)
 
 
 async def serve(settings: VaultSettings) -> None:
     """Run the vault until SIGTERM/SIGINT."""
     app = await build_vault(settings)
+    if settings.metrics_addr and app.registry is not None:
+        host, _, port = settings.metrics_addr.rpartition(":")
+        server, _thread = start_http_server(int(port), host or "127.0.0.1", registry=app.registry)
+        app.resources.callback(server.shutdown)
     await serve_until_signal(
         app.serving, grace_seconds=settings.shutdown_grace_seconds, on_stopped=app.aclose
     )

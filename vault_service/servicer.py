@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from native1api.vault.v1 import api_key_pb2, vault_service_pb2, vault_service_pb2_grpc
-from rpc_common.auth import TokenVerifier, authenticate
+from rpc_common.auth import AppCheck, TokenVerifier, authenticate, require_app_check
 from rpc_common.status import RpcError, stream_errors, unary_errors
 from vault_service.api_keys import PROVIDER_ENUMS, check_key_format, resolve_provider
 from vault_service.change_feed import ChangeFeed
@@ -71,8 +71,10 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         service_token: str,
         checker: ProviderKeyChecker,
         feed: ChangeFeed | None = None,
+        app_check: AppCheck | None = None,
     ) -> None:
         self._verifier = verifier
+        self._app_check = app_check
         self._store = store
         self._keyring = keyring
         self._service_token = service_token.encode("utf-8")
@@ -85,6 +87,7 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         self, request: vault_service_pb2.PutApiKeyRequest, context: Context
     ) -> vault_service_pb2.PutApiKeyResponse:
         caller = await authenticate(context, self._verifier)
+        await require_app_check(context, self._app_check)
         check_key_format(request.api_key)
         provider = resolve_provider(request.api_key, request.provider)
         if request.validate:
@@ -100,6 +103,7 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         self, request: vault_service_pb2.GetApiKeyStatusRequest, context: Context
     ) -> vault_service_pb2.GetApiKeyStatusResponse:
         caller = await authenticate(context, self._verifier)
+        await require_app_check(context, self._app_check)
         return vault_service_pb2.GetApiKeyStatusResponse(
             status=_status(await self._store.get(caller.uid))
         )
@@ -110,6 +114,7 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         self, request: vault_service_pb2.DeleteApiKeyRequest, context: Context
     ) -> vault_service_pb2.DeleteApiKeyResponse:
         caller = await authenticate(context, self._verifier)
+        await require_app_check(context, self._app_check)
         deleted = await self._store.delete(caller.uid)
         if deleted:
             await self.feed.publish(caller.uid)

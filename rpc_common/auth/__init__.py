@@ -2,8 +2,27 @@
 
 Servicers call `await authenticate(context, verifier)` first thing; it returns the `Caller` or
 aborts the RPC with UNAUTHENTICATED (or UNAVAILABLE when Google's keys cannot be fetched).
+Methods guarded by Firebase App Check (SPEC §11) then call `await require_app_check(context,
+app_check)` (`app_check.py`).
 """
 
+from rpc_common.auth.app_check import (
+    APP_CHECK_ERROR_CODE,
+    APP_CHECK_FAILED,
+    APP_CHECK_KEYS_UNAVAILABLE,
+    APP_CHECK_METADATA,
+    AppCheck,
+    AppCheckError,
+    AppCheckVerifier,
+    app_check_counter,
+    require_app_check,
+)
+from rpc_common.auth.app_check_settings import (
+    APP_CHECK_JWKS_URL,
+    AppCheckConfigError,
+    AppCheckMode,
+    AppCheckSettings,
+)
 from rpc_common.auth.caller import Caller
 from rpc_common.auth.constants import GOOGLE_CERTS_URL
 from rpc_common.auth.errors import (
@@ -22,6 +41,11 @@ from rpc_common.auth.settings import AuthConfigError, AuthSettings
 from rpc_common.auth.verifier import TokenVerifier
 
 __all__ = [
+    "APP_CHECK_ERROR_CODE",
+    "APP_CHECK_FAILED",
+    "APP_CHECK_JWKS_URL",
+    "APP_CHECK_KEYS_UNAVAILABLE",
+    "APP_CHECK_METADATA",
     "AUTH_KEYS_UNAVAILABLE",
     "GOOGLE_CERTS_URL",
     "TOKEN_EXPIRED",
@@ -31,11 +55,19 @@ __all__ = [
     "TOKEN_NOT_YET_VALID",
     "TOKEN_WRONG_PROJECT",
     "TOKEN_WRONG_TYPE",
+    "AppCheck",
+    "AppCheckConfigError",
+    "AppCheckError",
+    "AppCheckMode",
+    "AppCheckSettings",
+    "AppCheckVerifier",
     "AuthConfigError",
     "AuthError",
     "AuthSettings",
     "Caller",
     "TokenVerifier",
+    "app_check_counter",
     "authenticate",
     "bearer_token",
+    "require_app_check",
 ]

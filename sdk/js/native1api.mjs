@@ -22,12 +22,17 @@
  * a stream started throws `StreamError`; cancelling with an `AbortSignal` (or `stream.abort()`)
  * throws `APIUserAbortError`. The token is never put in an error.
  *
+ * When the gateway enforces Firebase App Check, also pass `getAppCheckToken` (e.g.
+ * `async () => (await getToken(appCheck)).token` with `firebase/app-check`): it is called per
+ * request and its token sent as `X-Firebase-AppCheck`.
+ *
  * @module native1api
  */
 
 export const VERSION = '0.1.0';
 
 const DEFAULT_TIMEOUT_MS = 600_000;
+const APP_CHECK_HEADER = 'x-firebase-appcheck';
 const DEFAULT_MAX_RETRY_DELAY_MS = 20_000;
 const RETRY_STATUSES = new Set([429, 502, 503]);
 const REDACTED = '[redacted]';
@@ -98,6 +103,9 @@ const REDACTED = '[redacted]';
  * @property {string} [token] a Firebase ID token; give this or `getToken`
  * @property {() => string|Promise<string>} [getToken] returns the current ID token, called per
  *   request (e.g. `() => auth.currentUser.getIdToken()`)
+ * @property {() => string|Promise<string>} [getAppCheckToken] returns the current Firebase App
+ *   Check token, called per request and sent as `X-Firebase-AppCheck` (e.g.
+ *   `async () => (await getToken(appCheck)).token`)
  * @property {typeof fetch} [fetch] a fetch implementation (default: the global one)
  * @property {number} [timeout] milliseconds (default 600000)
  * @property {number} [maxRetries] retries for 429/502/503 and refused connections (default 0)
@@ -613,7 +621,8 @@ function isConnectionRefused(err) {
 export class Native1API {
   /** @param {Native1APIOptions} options */
   constructor(options) {
-    const { baseUrl, token, getToken } = options ?? /** @type {Native1APIOptions} */ ({});
+    const { baseUrl, token, getToken, getAppCheckToken } =
+      options ?? /** @type {Native1APIOptions} */ ({});
     if ((token === undefined) === (getToken === undefined)) {
       throw new TypeError('Native1API: pass exactly one of `token` or `getToken`');
     }
@@ -622,6 +631,9 @@ export class Native1API {
     }
     if (getToken !== undefined && typeof getToken !== 'function') {
       throw new TypeError('Native1API: `getToken` must be a function');
+    }
+    if (getAppCheckToken !== undefined && typeof getAppCheckToken !== 'function') {
+      throw new TypeError('Native1API: `getAppCheckToken` must be a function');
     }
     if (typeof baseUrl !== 'string' || !/^https?:\/\//.test(baseUrl)) {
       throw new TypeError('Native1API: `baseUrl` must start with http:// or https://');
@@ -642,6 +654,7 @@ export class Native1API {
     // Private fields keep the token out of console.log / JSON.stringify of the client.
     Object.defineProperty(this, '_token', { value: token, enumerable: false });
     Object.defineProperty(this, '_getToken', { value: getToken, enumerable: false });
+    Object.defineProperty(this, '_getAppCheckToken', { value: getAppCheckToken, enumerable: false });
 
     const client = this;
     this.chat = {
@@ -745,6 +758,22 @@ export class Native1API {
     return token.trim();
   }
 
+  /** @returns {Promise<string|null>} the App Check token, or null without `getAppCheckToken` */
+  async _currentAppCheckToken() {
+    const self = /** @type {{_getAppCheckToken?: () => string|Promise<string>}} */ (
+      /** @type {unknown} */ (this)
+    );
+    if (!self._getAppCheckToken) return null;
+    const token = await self._getAppCheckToken();
+    if (typeof token !== 'string' || !token.trim()) {
+      throw new AuthenticationError(
+        'No Firebase App Check token: getAppCheckToken returned an empty value.',
+        { code: 'missing_app_check_token' },
+      );
+    }
+    return token.trim();
+  }
+
   /**
    * Send with retries; resolves to a 2xx response and the request's abort link.
    * @param {string} method
@@ -760,14 +789,20 @@ export class Native1API {
         throw new APIUserAbortError('The request was aborted.', { cause: options.signal.reason });
       }
       const token = await this._currentToken();
-      const secrets = [token, ...how.secrets];
+      const appCheck = await this._currentAppCheckToken();
+      const secrets = appCheck === null ? [token, ...how.secrets] : [token, appCheck, ...how.secrets];
       /** @type {Record<string, string>} */
       const headers = { accept: how.accept };
       for (const [name, value] of Object.entries({ ...this._defaultHeaders, ...(options.headers ?? {}) })) {
-        // The credential is always the ID token (fetch would join a second Authorization header).
-        if (name.toLowerCase() !== 'authorization') headers[name.toLowerCase()] = value;
+        // The credential is always the ID token (fetch would join a second Authorization header),
+        // and the App Check token the provider's when there is one.
+        const lower = name.toLowerCase();
+        if (lower !== 'authorization' && !(appCheck !== null && lower === APP_CHECK_HEADER)) {
+          headers[lower] = value;
+        }
       }
       headers.authorization = `Bearer ${token}`;
+      if (appCheck !== null) headers[APP_CHECK_HEADER] = appCheck;
       if (body !== undefined) headers['content-type'] = 'application/json';
       const link = linkSignals(options.signal, timeout);
       /** @type {Native1APIError} */

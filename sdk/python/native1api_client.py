@@ -24,6 +24,9 @@ This module talks to its REST API (`/v1/chat/completions`, `/v1/models`, `/v1/va
 JSON objects (dicts). Errors are exceptions mirroring openai-python's (`BadRequestError`,
 `AuthenticationError`, `RateLimitError`, ...), all subclasses of `Native1APIError`; an error that
 arrives after a stream started raises `StreamError`. The token is never put in an exception or repr.
+
+When the gateway enforces Firebase App Check, pass `app_check_token_provider` (a callable returning
+the current App Check token): it is sent as `X-Firebase-AppCheck` on every request.
 """
 
 # The async methods take a per-call `timeout` like httpx and openai-python do.
@@ -83,6 +86,7 @@ RETRY_STATUSES: Final = frozenset({429, 502, 503})
 JSON = dict[str, Any]
 TokenProvider = Callable[[], str]
 AsyncTokenProvider = Callable[[], str | Awaitable[str]]
+APP_CHECK_HEADER: Final = "x-firebase-appcheck"
 Timeout = float | httpx.Timeout
 
 _USER_AGENT: Final = f"native1api-python/{__version__}"
@@ -594,6 +598,20 @@ def _check_token(token: Any) -> str:
     return token.strip()
 
 
+def _check_app_check_token(token: Any) -> str:
+    if not isinstance(token, str) or not token.strip():
+        raise AuthenticationError(
+            "No Firebase App Check token: the App Check token provider returned an empty value.",
+            code="missing_app_check_token",
+        )
+    return token.strip()
+
+
+def _check_provider(name: str, provider: object) -> None:
+    if provider is not None and not callable(provider):
+        raise TypeError(f"{name} must be a callable returning the current token")
+
+
 def _retry_delay(error: Native1APIError | None, attempt: int, cap: float) -> float:
     """Seconds before retry number `attempt` (1-based): Retry-After if sent, else backoff."""
     if error is not None and error.headers:
@@ -631,12 +649,18 @@ def _vault_body(api_key: str, provider: str | None, validate: bool) -> JSON:
     return body
 
 
-def _headers(token: str, accept: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+def _headers(
+    token: str, accept: str, extra: Mapping[str, str] | None, app_check: str | None = None
+) -> dict[str, str]:
     headers = {"accept": accept, "user-agent": _USER_AGENT}
     if extra:
         # The credential is always the ID token: an extra Authorization header would be sent too.
-        headers.update((k, v) for k, v in extra.items() if k.lower() != "authorization")
+        # Likewise the App Check token comes from its provider when there is one.
+        replaced = {"authorization", APP_CHECK_HEADER} if app_check else {"authorization"}
+        headers.update((k, v) for k, v in extra.items() if k.lower() not in replaced)
     headers["authorization"] = f"Bearer {token}"
+    if app_check:
+        headers[APP_CHECK_HEADER] = app_check
     return headers
 
 
@@ -784,6 +808,8 @@ class Native1API:
 
     Give either `token` (a Firebase ID token) or `token_provider` (a callable returning the
     current ID token; it is called for every request, so refreshed tokens are picked up).
+    `app_check_token_provider`, when given, is called the same way for the current Firebase App
+    Check token, sent as `X-Firebase-AppCheck`.
     `max_retries` (default 0) retries 429, 502, 503 and refused connections, honouring
     `Retry-After` up to `max_retry_delay` seconds; a stream is never retried once it started.
     Pass `http_client` to reuse your own `httpx.Client` (it is then not closed by `close()`).
@@ -795,6 +821,7 @@ class Native1API:
         *,
         token: str | None = None,
         token_provider: TokenProvider | None = None,
+        app_check_token_provider: TokenProvider | None = None,
         timeout: Timeout | None = None,
         max_retries: int = 0,
         max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
@@ -805,6 +832,7 @@ class Native1API:
             raise ValueError("pass exactly one of token= or token_provider=")
         if token is not None:
             _check_static_token(token)
+        _check_provider("app_check_token_provider", app_check_token_provider)
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.base_url = _normalise_base_url(base_url)
@@ -819,6 +847,7 @@ class Native1API:
         self.max_retry_delay = max_retry_delay
         self._token = token
         self._token_provider = token_provider
+        self._app_check_token_provider = app_check_token_provider
         self._default_headers = dict(default_headers or {})
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client(timeout=self.timeout)
@@ -850,6 +879,11 @@ class Native1API:
             return _check_token(self._token_provider())
         return _check_token(self._token)
 
+    def _current_app_check_token(self) -> str | None:
+        if self._app_check_token_provider is None:
+            return None
+        return _check_app_check_token(self._app_check_token_provider())
+
     def _send(
         self,
         method: str,
@@ -866,8 +900,11 @@ class Native1API:
         attempt = 0
         while True:
             token = self._current_token()
-            all_secrets = (token, *secrets)
-            headers = _headers(token, accept, {**self._default_headers, **(extra_headers or {})})
+            app_check = self._current_app_check_token()
+            all_secrets = (token, *secrets) if app_check is None else (token, app_check, *secrets)
+            headers = _headers(
+                token, accept, {**self._default_headers, **(extra_headers or {})}, app_check
+            )
             request = self._http.build_request(
                 method,
                 self.base_url + path,
@@ -1059,7 +1096,7 @@ class AsyncNative1API:
     """Asynchronous Native1API client; the same surface as `Native1API`, awaited.
 
     `token_provider` may be a plain or an async callable (e.g. one that refreshes a Firebase ID
-    token); it is called for every request.
+    token); it is called for every request. So may `app_check_token_provider`.
     """
 
     def __init__(
@@ -1068,6 +1105,7 @@ class AsyncNative1API:
         *,
         token: str | None = None,
         token_provider: AsyncTokenProvider | None = None,
+        app_check_token_provider: AsyncTokenProvider | None = None,
         timeout: Timeout | None = None,
         max_retries: int = 0,
         max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
@@ -1078,6 +1116,7 @@ class AsyncNative1API:
             raise ValueError("pass exactly one of token= or token_provider=")
         if token is not None:
             _check_static_token(token)
+        _check_provider("app_check_token_provider", app_check_token_provider)
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.base_url = _normalise_base_url(base_url)
@@ -1092,6 +1131,7 @@ class AsyncNative1API:
         self.max_retry_delay = max_retry_delay
         self._token = token
         self._token_provider = token_provider
+        self._app_check_token_provider = app_check_token_provider
         self._default_headers = dict(default_headers or {})
         self._owns_http = http_client is None
         self._http = (
@@ -1128,6 +1168,14 @@ class AsyncNative1API:
             value = await value
         return _check_token(value)
 
+    async def _current_app_check_token(self) -> str | None:
+        if self._app_check_token_provider is None:
+            return None
+        value = self._app_check_token_provider()
+        if inspect.isawaitable(value):
+            value = await value
+        return _check_app_check_token(value)
+
     async def _send(
         self,
         method: str,
@@ -1143,8 +1191,11 @@ class AsyncNative1API:
         attempt = 0
         while True:
             token = await self._current_token()
-            all_secrets = (token, *secrets)
-            headers = _headers(token, accept, {**self._default_headers, **(extra_headers or {})})
+            app_check = await self._current_app_check_token()
+            all_secrets = (token, *secrets) if app_check is None else (token, app_check, *secrets)
+            headers = _headers(
+                token, accept, {**self._default_headers, **(extra_headers or {})}, app_check
+            )
             request = self._http.build_request(
                 method,
                 self.base_url + path,

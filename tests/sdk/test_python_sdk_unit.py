@@ -561,3 +561,115 @@ def test_closing_a_stream_early_closes_the_response() -> None:
         stream.close()
         assert response.is_closed
         assert list(stream) == []
+
+
+# --- Firebase App Check ------------------------------------------------------------------------
+
+APP_CHECK = "eyJhbGciOiJSUzI1NiJ9.app-check-token.c2ln"
+
+
+def app_check_answers() -> Recorder:
+    listing = httpx.Response(200, json={"object": "list", "data": []})
+    saved = httpx.Response(200, json={"exists": True, "provider": "openrouter"})
+    return Recorder(
+        httpx.Response(200, json=COMPLETION),
+        sse(frames()),
+        listing,
+        saved,
+        saved,
+        httpx.Response(200, json={"exists": False}),
+    )
+
+
+def test_app_check_token_is_sent_on_every_request_fresh_each_time() -> None:
+    recorder = app_check_answers()
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(f"{APP_CHECK}-{len(issued)}")
+        return issued[-1]
+
+    # The provider's token wins over one given by hand.
+    stale = {"X-Firebase-AppCheck": "stale"}
+    with recorder.client(app_check_token_provider=provider, default_headers=stale) as client:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, extra_headers=stale)
+        assert list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+        client.models.list()
+        client.vault.put("sk-or-v1-abc")
+        client.vault.exists()
+        client.vault.delete()
+    assert len(issued) == 6
+    assert [r.headers.get_list("x-firebase-appcheck") for r in recorder.requests] == [
+        [token] for token in issued
+    ]
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in recorder.requests)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_async_app_check_provider_may_be_async_or_plain(kind: str) -> None:
+    recorder = app_check_answers()
+    calls: list[int] = []
+
+    def plain() -> str:
+        calls.append(1)
+        return f"{APP_CHECK}-{len(calls)}"
+
+    async def coroutine() -> str:
+        return plain()
+
+    provider = coroutine if kind == "async" else plain
+    async with recorder.async_client(app_check_token_provider=provider) as client:
+        await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        assert [chunk async for chunk in stream] == CHUNKS
+        await client.models.list()
+        await client.vault.put("sk-or-v1-abc")
+        await client.vault.exists()
+        await client.vault.delete()
+    assert [r.headers.get("x-firebase-appcheck") for r in recorder.requests] == [
+        f"{APP_CHECK}-{n}" for n in range(1, 7)
+    ]
+
+
+def test_without_an_app_check_provider_no_header_is_added() -> None:
+    recorder = Recorder(httpx.Response(200, json={"exists": False}))
+    with recorder.client() as client:
+        client.vault.exists()
+    with recorder.client(default_headers={"x-firebase-appcheck": "by-hand"}) as client:
+        client.vault.exists()
+    assert [r.headers.get("x-firebase-appcheck") for r in recorder.requests] == [None, "by-hand"]
+
+
+async def test_an_empty_app_check_token_sends_nothing() -> None:
+    recorder = Recorder(httpx.Response(200, json={"exists": False}))
+    with (
+        recorder.client(app_check_token_provider=lambda: " ") as client,
+        pytest.raises(n1.AuthenticationError) as info,
+    ):
+        client.vault.exists()
+    assert info.value.code == "missing_app_check_token"
+
+    async def empty() -> str:
+        return ""
+
+    async with recorder.async_client(app_check_token_provider=empty) as aclient:
+        with pytest.raises(n1.AuthenticationError) as ainfo:
+            await aclient.models.list()
+    assert ainfo.value.code == "missing_app_check_token"
+    assert recorder.requests == []
+    with pytest.raises(TypeError, match="app_check_token_provider"):
+        n1.Native1API(BASE, token=TOKEN, app_check_token_provider=APP_CHECK)  # type: ignore[arg-type]
+
+
+def test_an_app_check_token_echoed_by_the_server_is_redacted() -> None:
+    echo = error(401, "invalid_app_check_token", message=f"App Check token rejected: {APP_CHECK}")
+    recorder = Recorder(echo)
+    with (
+        recorder.client(app_check_token_provider=lambda: APP_CHECK) as client,
+        pytest.raises(n1.AuthenticationError) as info,
+    ):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert info.value.code == "invalid_app_check_token"
+    for text in (str(info.value), repr(info.value), repr(vars(info.value))):
+        assert APP_CHECK not in text
+    assert APP_CHECK not in repr(client)

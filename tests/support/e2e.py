@@ -77,6 +77,7 @@ def running_processes(
         "TOGETHER_BASE_URL": together_url,
         "GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
         "LOG_LEVEL": "DEBUG",
+        "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",  # never the shared default port
         **(extra_env or {}),
     }
     stack = E2E(

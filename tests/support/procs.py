@@ -16,6 +16,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rpc_common.tls import TlsSettings
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,8 +55,9 @@ class Service:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_grpc_healthy(self, address: str, timeout: float = 20.0) -> None:
+        """Poll grpc.health.v1 until SERVING, over TLS when the service's GRPC_TLS_* say so."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(address) as channel:
+        with TlsSettings.from_env(self.env).sync_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 assert self.process is not None

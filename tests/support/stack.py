@@ -16,7 +16,8 @@ from gateway_service.config import GatewaySettings
 from gateway_service.server import GatewayApp, build_gateway
 from native1api.gateway.v1 import gateway_service_pb2_grpc
 from native1api.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
-from rpc_common.auth import AuthSettings
+from rpc_common.auth import AppCheckMode, AppCheckSettings, AppCheckVerifier, AuthSettings
+from tests.support.app_check import AppCheckFactory
 from tests.support.tokens import PROJECT_ID, TokenFactory, bearer
 from vault_service.config import VaultSettings
 from vault_service.crypto import KeyRing
@@ -63,9 +64,23 @@ async def running_stack(
     keyring: KeyRing,
     *,
     verifier_options: dict[str, Any] | None = None,
+    app_check: AppCheckSettings | None = None,
+    app_check_tokens: AppCheckFactory | None = None,
     **gateway_overrides: object,
 ) -> AsyncIterator[Stack]:
-    """`verifier_options` go to both services' token verifiers (TokenVerifier's keywords)."""
+    """`verifier_options` go to both services' token verifiers (TokenVerifier's keywords).
+
+    `app_check` (both services' App Check settings, off by default) needs `app_check_tokens`
+    unless off: each service then verifies against that factory's JWKS, in process.
+    """
+    app_check = app_check or AppCheckSettings()
+
+    def app_check_verifier() -> AppCheckVerifier | None:
+        if app_check.mode is AppCheckMode.OFF:
+            return None
+        assert app_check_tokens is not None, "App Check on needs app_check_tokens"
+        return app_check_tokens.verifier(app_check)
+
     wai = workers_ai.create_app(tokens=[CF_TOKEN], account_id=CF_ACCOUNT)
     orr = openrouter.create_app(tokens=[OPENROUTER_KEY])
     tog = together.create_app(tokens=[TOGETHER_KEY])
@@ -85,8 +100,10 @@ async def running_stack(
                 database_url=f"sqlite:///{tmp_path}/vault.db",
                 openrouter_base_url=orr_url,
                 together_base_url=tog_url,
+                app_check=app_check,
             ),
             keyring=keyring,
+            app_check_verifier=app_check_verifier(),
             verifier=tokens.verifier(**(verifier_options or {})),
         )
         await vault_app.serving.start()
@@ -101,10 +118,13 @@ async def running_stack(
             workers_ai_base_url=wai_url,
             openrouter_base_url=orr_url,
             together_base_url=tog_url,
+            app_check=app_check,
             **gateway_overrides,  # type: ignore[arg-type]
         )
         gateway_app = await build_gateway(
-            settings, verifier=tokens.verifier(**(verifier_options or {}))
+            settings,
+            verifier=tokens.verifier(**(verifier_options or {})),
+            app_check_verifier=app_check_verifier(),
         )
         await gateway_app.serving.start()
         gateway_address = f"127.0.0.1:{gateway_app.serving.port}"

@@ -446,3 +446,77 @@ describe('client', () => {
     }
   });
 });
+
+describe('App Check', () => {
+  const APP_CHECK = 'eyJhbGciOiJSUzI1NiJ9.app-check-token.c2ln';
+
+  test('getAppCheckToken: X-Firebase-AppCheck on every request, fresh each time (sync or async)', async () => {
+    const { fetch, requests } = script(
+      json(200, COMPLETION),
+      sse(frames()),
+      json(200, { object: 'list', data: [] }),
+      json(200, { exists: true, provider: 'openrouter' }),
+      json(200, { exists: true, provider: 'openrouter' }),
+      json(200, { exists: false }),
+    );
+    let n = 0;
+    const api = client(fetch, {
+      getAppCheckToken: async () => `${APP_CHECK}-${n++}`,
+      // The provider's token wins over a header given by hand.
+      defaultHeaders: { 'X-Firebase-AppCheck': 'stale' },
+    });
+    await api.chat.completions.create({ model: MODEL, messages: MESSAGES });
+    await collect(await api.chat.completions.create({ model: MODEL, messages: MESSAGES, stream: true }));
+    await api.models.list();
+    await api.vault.put('sk-or-v1-abc', { headers: { 'x-firebase-appcheck': 'stale' } });
+    await api.vault.exists();
+    await api.vault.delete();
+    assert.deepEqual(
+      requests.map((r) => r.headers.get('x-firebase-appcheck')),
+      [0, 1, 2, 3, 4, 5].map((i) => `${APP_CHECK}-${i}`),
+    );
+    assert.ok(requests.every((r) => r.headers.get('authorization') === `Bearer ${TOKEN}`));
+    const plain = script(json(200, { exists: false }));
+    await client(plain.fetch, { getAppCheckToken: () => APP_CHECK }).vault.exists();
+    assert.equal(plain.requests[0].headers.get('x-firebase-appcheck'), APP_CHECK);
+  });
+
+  test('without getAppCheckToken no App Check header is added', async () => {
+    const { fetch, requests } = script(json(200, { exists: false }));
+    await client(fetch).vault.exists();
+    await client(fetch, { defaultHeaders: { 'x-firebase-appcheck': 'by-hand' } }).vault.exists();
+    assert.deepEqual(
+      requests.map((r) => r.headers.get('x-firebase-appcheck')),
+      [null, 'by-hand'],
+    );
+  });
+
+  test('an empty App Check token sends nothing', async () => {
+    const { fetch, requests } = script(json(200, {}));
+    const api = client(fetch, { getAppCheckToken: async () => '' });
+    await assert.rejects(
+      api.models.list(),
+      (err) => err instanceof AuthenticationError && err.code === 'missing_app_check_token',
+    );
+    assert.equal(requests.length, 0);
+    assert.throws(() => client(fetch, { getAppCheckToken: APP_CHECK }), TypeError);
+  });
+
+  test('the App Check token is redacted from errors and never shows in the client', async () => {
+    const { fetch } = script(
+      apiError(401, 'invalid_app_check_token', {}, { message: `App Check token rejected: ${APP_CHECK}` }),
+    );
+    const api = client(fetch, { getAppCheckToken: () => APP_CHECK });
+    await assert.rejects(api.chat.completions.create({ model: MODEL, messages: MESSAGES }), (err) => {
+      assert.ok(err instanceof AuthenticationError);
+      assert.equal(err.code, 'invalid_app_check_token');
+      for (const text of [err.message, String(err), inspect(err), JSON.stringify(err.body)]) {
+        assert.ok(!text.includes(APP_CHECK), text);
+      }
+      return true;
+    });
+    for (const text of [inspect(api), JSON.stringify(api), String(api), Object.keys(api).join()]) {
+      assert.ok(!text.includes(APP_CHECK), text);
+    }
+  });
+});
