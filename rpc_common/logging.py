@@ -16,7 +16,8 @@ REDACTED: Final = "[REDACTED]"
 _SECRET_PATTERNS: Final = re.compile(
     r"|".join(
         (
-            r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+",  # Authorization header values
+            # Authorization header values (not a WWW-Authenticate challenge's `error=`/`realm=`)
+            r"(?i)bearer\s+(?!error=|realm=)[A-Za-z0-9._~+/=-]+",
             r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*",  # JWTs (incl. unsigned)
             r"sk-or-[A-Za-z0-9_-]{6,}",  # OpenRouter keys
             r"tgp_[A-Za-z0-9_-]{6,}",  # Together keys
