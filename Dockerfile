@@ -8,12 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependency layer: only pyproject.toml, so code changes do not reinstall dependencies.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependency layer: only the runtime lock, so code changes do not reinstall dependencies. Every
+# package, transitive ones and the build backend included, is pinned with its sha256 hashes
+# (`make lock`); --require-hashes refuses any file whose hash is not in the lock, and any
+# dependency the lock does not pin.
+COPY requirements/runtime.lock ./requirements/
+RUN pip install --require-hashes -r requirements/runtime.lock
 
+COPY pyproject.toml ./
 COPY README.md ./
 COPY native1api ./native1api
 COPY rpc_common ./rpc_common
@@ -22,7 +24,9 @@ COPY gateway_service ./gateway_service
 COPY rest_bridge ./rest_bridge
 COPY fakes ./fakes
 COPY devstack ./devstack
-RUN pip install --no-deps .
+# The project itself: its dependencies are all installed above, and it builds with the locked
+# setuptools (no build isolation, so nothing unhashed is downloaded).
+RUN pip install --no-deps --no-build-isolation .
 # The shipped limits file; compose's gateway reads /app/config/limits.toml (LIMITS_FILE).
 COPY config ./config
 

@@ -6,24 +6,43 @@ PY_SYS ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Hash-locked dependencies (tools/locks.py): `make lock` writes them, `make lock-check` checks them.
+LOCKS := requirements/runtime.lock requirements/dev.lock
 PROTOS := $(shell find protos -name '*.proto' | sort)
 USER ?= alice
 
-.PHONY: help install proto proto-check lint format check test test-all run token clean bench bench-soak
+.PHONY: help install lock lock-check proto proto-check lint format check test test-all run token clean bench bench-soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # Install progress goes to stderr so `TOKEN=$$(make -s token)` captures only the token.
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing runtime + dev dependencies (about a minute on a fresh machine)" >&2
-	@test -x $(PY) || $(PY_SYS) -m venv $(VENV) >&2
-	@$(PY) -m pip install --quiet --upgrade pip >&2
-	@$(PY) -m pip install --quiet --progress-bar off -e ".[dev]" >&2
+# Everything comes from requirements/dev.lock with --require-hashes (pip, setuptools and pip-tools
+# included), then the project itself with --no-deps; reruns when pyproject.toml or a lock changes.
+$(STAMP): pyproject.toml $(LOCKS)
+	@echo "==> checking requirements/*.lock against pyproject.toml" >&2
+	@$(PY_SYS) tools/locks.py check >&2
+	@test -x $(PY) || { echo "==> creating $(VENV)" >&2; $(PY_SYS) -m venv $(VENV) >&2; }
+	@echo "==> installing runtime + dev dependencies from requirements/dev.lock, hashes checked (about a minute on a fresh machine)" >&2
+	@$(PY) -m pip install --quiet --progress-bar off --require-hashes -r requirements/dev.lock >&2
+	@echo "==> installing native1api itself (editable, --no-deps)" >&2
+	@$(PY) -m pip install --quiet --quiet --progress-bar off --no-deps --no-build-isolation -e . >&2
+	@$(PY) -m pip check >&2
 	@touch $(STAMP)
 	@echo "==> dependencies installed" >&2
 
-install: $(STAMP) ## Create .venv with runtime and dev dependencies.
+install: $(STAMP) ## Create .venv with runtime and dev dependencies, from the hash-checked locks.
+
+# pip-compile reuses the current pins: only what pyproject.toml changed moves. To move other
+# packages too: make lock LOCK_ARGS="--upgrade-package NAME" (or LOCK_ARGS=--upgrade for all).
+lock: ## Regenerate requirements/*.lock from pyproject.toml (needs PyPI); commit them.
+	@test -x $(PY) || { echo "==> creating $(VENV)" >&2; $(PY_SYS) -m venv $(VENV) >&2; }
+	@test -x $(VENV)/bin/pip-compile || { echo "==> installing pip-tools from requirements/dev.lock" >&2; \
+		$(PY) -m pip install --quiet --progress-bar off --require-hashes -r requirements/dev.lock >&2; }
+	@$(PY) tools/locks.py compile $(LOCK_ARGS)
+
+lock-check: ## Fail when requirements/*.lock are stale relative to pyproject.toml (offline).
+	@$(PY_SYS) tools/locks.py check
 
 proto: $(STAMP) ## Regenerate the committed Python stubs from protos/.
 	@rm -rf native1api

@@ -1,9 +1,10 @@
 """docker-compose.yml checked against the code (no Docker engine runs on our machines).
 
-Every command is a real module, every variable compose or .env.example sets is one a service
-reads, addresses and ports agree, healthchecks exist and work against live servers, the limits
-file the gateway is given is in the image and loads, and the README documents every variable the
-services read.
+Every command is a real module, every variable compose, .env.example or a secrets template sets is
+one a service reads, each process receives only its own secrets (the bridge none), no metrics port
+is published, addresses and ports agree, healthchecks exist and work against live servers, the
+limits file the gateway is given is in the image and loads, the image installs the hash-locked
+dependencies, and the README documents every variable the services read.
 """
 
 from __future__ import annotations
@@ -29,10 +30,22 @@ from tests.support.procs import REPO
 from tests.support.stack import Stack
 from vault_service.config import VaultSettings
 
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 OUR_SERVICES = {"vault": "vault_service", "gateway": "gateway_service", "bridge": "rest_bridge"}
 # Variables compose itself interpolates (never passed to our processes).
-COMPOSE_ONLY = {"BRIDGE_PORT", "POSTGRES_PASSWORD"}
+COMPOSE_ONLY = {"BRIDGE_PORT"}
+# What an operator must keep from everyone else (SPEC §11), and who may hold each. A `NAME_FILE`
+# form counts as the secret itself.
+SECRETS: dict[str, set[str]] = {
+    "VAULT_MASTER_KEY": {"vault"},
+    "VAULT_PREVIOUS_MASTER_KEYS": {"vault"},
+    "VAULT_DATABASE_URL": {"vault"},  # may carry the PostgreSQL password
+    "SERVICE_TOKEN": {"vault", "gateway"},
+    "CLOUDFLARE_ACCOUNT_ID": {"gateway"},
+    "CLOUDFLARE_API_TOKEN": {"gateway"},
+    "POSTGRES_PASSWORD": {"postgres"},
+}
 
 FULL_ENV = {
     "FIREBASE_PROJECT_ID": "demo-native1api",
@@ -70,10 +83,17 @@ class RecordingEnv(Mapping[str, str]):
         return len(self._values)
 
 
+# Settings read only when another one switches them on (App Check's, when it is not off).
+SWITCHED_ON = {"APP_CHECK_MODE": "monitor", "FIREBASE_PROJECT_NUMBER": "123456789012"}
+
+
 def variables_read(loader: Callable[[Mapping[str, str]], object]) -> set[str]:
-    env = RecordingEnv(FULL_ENV)
-    loader(env)
-    return env.seen
+    seen: set[str] = set()
+    for values in (FULL_ENV, {**FULL_ENV, **SWITCHED_ON}):
+        env = RecordingEnv(values)
+        loader(env)
+        seen |= env.seen
+    return seen
 
 
 READ_BY = {
@@ -89,6 +109,89 @@ def _service(name: str) -> dict[str, Any]:
     return service
 
 
+def _is_secret(variable: str) -> bool:
+    return variable.removesuffix("_FILE") in SECRETS
+
+
+_ASSIGNMENT = re.compile(r"^(#?)\s*([A-Z][A-Z0-9_]*)=(.*)$", flags=re.MULTILINE)
+
+
+def _names(path: Path) -> set[str]:
+    """Every variable an env file (or its template) sets or offers in a commented-out line."""
+    return {match[2] for match in _ASSIGNMENT.finditer(path.read_text())}
+
+
+def _assignments(path: Path) -> dict[str, str]:
+    """The variables an env file (or its template) sets as it stands."""
+    return {m[2]: m[3].strip() for m in _ASSIGNMENT.finditer(path.read_text()) if not m[1]}
+
+
+def _env_files(name: str) -> list[str]:
+    """The env files compose gives a service (short or long `env_file` syntax)."""
+    raw = _service(name).get("env_file", [])
+    entries = [raw] if isinstance(raw, str | dict) else raw
+    return [entry if isinstance(entry, str) else entry["path"] for entry in entries]
+
+
+def _template(env_file: str) -> Path:
+    return REPO / f"{env_file}.example"
+
+
+def _received(name: str) -> set[str]:
+    """Every variable compose may hand a service: its `environment:` and its env files'."""
+    received = set(_service(name).get("environment", {}))
+    for env_file in _env_files(name):
+        received |= _names(_template(env_file))
+    return received
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def _interpolate(value: str, env: Mapping[str, str]) -> str:
+    """compose's `${VAR}`, `${VAR:-default}` and `${VAR:?error}` (and the forms without `:`)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, argument = match[1], match[2] or "", match[3] or ""
+        current = env.get(name)
+        missing = current is None or (operator.startswith(":") and not current)
+        if operator.endswith("?") and missing:
+            raise KeyError(f"{name}: {argument}")
+        if operator.endswith("-") and missing:
+            return argument
+        return current or ""
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def _strings(node: object) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def _interpolated() -> set[str]:
+    """Every variable compose interpolates anywhere in the file (comments aside)."""
+    return {m[1] for text in _strings(COMPOSE) for m in _INTERPOLATION.finditer(text)}
+
+
+def _runtime_env(name: str) -> dict[str, str]:
+    """What a service's process sees when the operator fills in the templates as they stand."""
+    dotenv = _assignments(REPO / ".env.example")
+    env: dict[str, str] = {}
+    for env_file in _env_files(name):
+        # An empty value in a template is a secret to fill in: any long random value.
+        env |= {k: v or "s3cret-" + "x" * 40 for k, v in _assignments(_template(env_file)).items()}
+    env |= {k: _interpolate(str(v), dotenv) for k, v in _service(name)["environment"].items()}
+    return env
+
+
 def test_every_command_is_a_real_module() -> None:
     for name, module in OUR_SERVICES.items():
         command = _service(name)["command"]
@@ -99,7 +202,6 @@ def test_every_command_is_a_real_module() -> None:
 def test_one_image_for_all_services() -> None:
     images = {_service(name)["image"] for name in OUR_SERVICES}
     assert images == {"native1api:latest"}
-    assert all(_service(name)["env_file"] == ".env" for name in OUR_SERVICES)
 
 
 @pytest.mark.parametrize("name", sorted(OUR_SERVICES))
@@ -109,11 +211,92 @@ def test_environment_is_read_by_the_service(name: str) -> None:
 
 
 def test_env_example_lists_only_variables_the_services_read() -> None:
-    text = (REPO / ".env.example").read_text()
-    names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
-    assert {"FIREBASE_PROJECT_ID", "VAULT_MASTER_KEY", "SERVICE_TOKEN"} <= names
+    names = _names(REPO / ".env.example")
+    assert "FIREBASE_PROJECT_ID" in names
     unknown = names - ALL_READ - COMPOSE_ONLY
     assert not unknown, f".env.example names variables no service reads: {unknown}"
+    # .env is only compose's interpolation file: it names exactly what compose picks out of it
+    # (nothing else there would reach a process), and no secret.
+    assert names == _interpolated()
+    assert not {name for name in names if _is_secret(name)}
+
+
+@pytest.mark.parametrize("name", [*sorted(OUR_SERVICES), "postgres", "redis"])
+def test_env_files_are_templated_and_hold_only_what_their_readers_read(name: str) -> None:
+    readers = {**READ_BY, "postgres": {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE"}}
+    for env_file in _env_files(name):
+        assert env_file.startswith("secrets/") and env_file.endswith(".env")
+        template = _template(env_file)
+        assert template.is_file(), f"{env_file} has no committed template {template.name}"
+        extra = _names(template) - readers[name]
+        assert not extra, f"{env_file} reaches {name}, which never reads {extra}"
+
+
+def test_secret_list_covers_every_secret_the_services_read() -> None:
+    # Every variable read through rpc_common.config.secret (NAME or NAME_FILE) is listed above.
+    from_code = {name.removesuffix("_FILE") for name in ALL_READ if name.endswith("_FILE")}
+    from_code &= {name for name in ALL_READ if not name.endswith("_FILE")}
+    assert from_code <= set(SECRETS), from_code - set(SECRETS)
+    assert set(SECRETS) - {"POSTGRES_PASSWORD"} <= ALL_READ
+
+
+def test_each_process_receives_only_its_own_secrets() -> None:
+    for name in COMPOSE["services"]:
+        for variable in sorted(_received(name)):
+            if _is_secret(variable):
+                holders = SECRETS[variable.removesuffix("_FILE")]
+                assert name in holders, f"{name} receives {variable}, a secret of {holders}"
+    assert {
+        "VAULT_MASTER_KEY",
+        "VAULT_PREVIOUS_MASTER_KEYS",
+        "VAULT_DATABASE_URL",
+        "SERVICE_TOKEN",
+    } <= _received("vault")
+    assert {"SERVICE_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN"} <= _received(
+        "gateway"
+    )
+    assert not {"VAULT_MASTER_KEY", "VAULT_MASTER_KEY_FILE"} & _received("gateway")
+    assert "POSTGRES_PASSWORD" in _received("postgres")
+    # Secrets come from the files alone: none is written into compose or interpolated into it.
+    for name, service in COMPOSE["services"].items():
+        inline = {v for v in service.get("environment", {}) if _is_secret(v)}
+        assert not inline, f"{name} sets {inline} inline in docker-compose.yml"
+    assert not {name for name in _interpolated() if _is_secret(name)}
+
+
+def test_the_bridge_gets_no_secret_at_all() -> None:
+    bridge = _service("bridge")
+    # No env file (not even one free of secrets today) and no compose secrets: the bridge faces
+    # the internet, so nothing it could leak is ever handed to it.
+    assert "env_file" not in bridge
+    assert "secrets" not in bridge
+    assert "env_file" not in COMPOSE["x-service"]
+    assert "secrets" not in COMPOSE["x-service"]
+    assert not {v for v in _received("bridge") if _is_secret(v)}
+    for value in bridge["environment"].values():
+        names = {m[1] for m in _INTERPOLATION.finditer(str(value))}
+        assert not {n for n in names if _is_secret(n)}
+
+
+@pytest.mark.parametrize("name", sorted(OUR_SERVICES))
+def test_services_start_from_what_compose_and_the_templates_give_them(name: str) -> None:
+    env = _runtime_env(name)
+    loaders: dict[str, Callable[[Mapping[str, str]], object]] = {
+        "vault": VaultSettings.from_env,
+        "gateway": GatewaySettings.from_env,
+        "bridge": BridgeSettings.from_env,
+    }
+    if name == "gateway":
+        env["LIMITS_FILE"] = str(_limits_file_in_repo())  # the image's path, on this machine
+    loaders[name](env)
+
+
+def test_firebase_project_is_required_from_dot_env() -> None:
+    for name in ("vault", "gateway"):
+        value = _service(name)["environment"]["FIREBASE_PROJECT_ID"]
+        with pytest.raises(KeyError, match="FIREBASE_PROJECT_ID"):
+            _interpolate(value, {})
+        assert _interpolate(value, {"FIREBASE_PROJECT_ID": "demo"}) == "demo"
 
 
 def _port(address: str) -> str:
@@ -147,9 +330,12 @@ def test_dependencies_wait_for_health_and_data_is_on_a_volume() -> None:
     assert _service("bridge")["depends_on"]["gateway"]["condition"] == "service_healthy"
     assert "vault-data:/data" in _service("vault")["volumes"]
     assert "vault-data" in COMPOSE["volumes"]
-    assert _service("vault")["environment"]["VAULT_DATABASE_URL"].endswith(
-        "sqlite:////data/vault.db}"
-    )
+    # The vault's own env file carries its database URL; the template's is the file on the volume.
+    assert _runtime_env("vault")["VAULT_DATABASE_URL"] == "sqlite:////data/vault.db"
+    # The postgres profile: its password from its own env file, which commands without the
+    # profile never need.
+    assert _env_files("postgres") == ["secrets/postgres.env"]
+    assert _service("postgres")["env_file"][0]["required"] is False
     assert _service("postgres")["profiles"] == ["postgres"]
     for name in ("gateway", "bridge"):
         assert _service(name)["deploy"]["replicas"] >= 1
@@ -161,11 +347,58 @@ def test_readme_documents_every_variable() -> None:
     assert not missing, f"README configuration table lacks {missing}"
 
 
+def _git_ignored(path: str) -> bool:
+    result = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False)
+    return result.returncode == 0
+
+
 def test_env_file_is_ignored_by_git() -> None:
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", ".env"], cwd=REPO, check=False
-    ).returncode
-    assert ignored == 0
+    assert _git_ignored(".env")
+    env_files = {f for name in COMPOSE["services"] for f in _env_files(name)}
+    assert env_files >= {"secrets/vault.env", "secrets/gateway.env"}
+    for env_file in sorted(env_files | {".env"}):
+        assert _git_ignored(env_file), f"{env_file} is not git-ignored"
+        assert _dockerignored(PurePosixPath(env_file)), f"{env_file} would enter the image"
+        template = f"{env_file}.example"
+        assert (REPO / template).is_file()
+        assert not _git_ignored(template), f"the template {template} must be committed"
+
+
+def _published(service: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(host side, container port) of every `ports:` entry, short or long syntax."""
+    published = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            published.append((str(entry.get("published", "")), str(entry["target"])))
+        else:
+            host, _, container = str(entry).rpartition(":")
+            published.append((host, container.split("/")[0]))
+    return published
+
+
+def test_no_metrics_port_is_published() -> None:
+    bridge_env = _service("bridge")["environment"]
+    published = {
+        (name, container)
+        for name in COMPOSE["services"]
+        for _, container in _published(_service(name))
+    }
+    # The bridge's API port is the only one published, in every configuration.
+    assert published == {("bridge", _port(bridge_env["BRIDGE_LISTEN_ADDR"]))}
+    for name, service in COMPOSE["services"].items():
+        assert service.get("network_mode") != "host", f"{name} would bind the host's interfaces"
+        settings = dict(service.get("environment", {}))
+        for env_file in _env_files(name):
+            settings |= _assignments(_template(env_file))
+        for variable, value in settings.items():
+            if variable.endswith("_METRICS_ADDR") and value:
+                port = _port(_interpolate(str(value), {}))
+                assert (name, port) not in published, f"{name} publishes {variable}"
+    # Nor does the image advertise anything but the API (`docker run -P` publishes EXPOSE).
+    exposed = re.findall(r"^EXPOSE\s+(.+)$", (REPO / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert [port for line in exposed for port in line.split()] == [
+        _port(bridge_env["BRIDGE_LISTEN_ADDR"])
+    ]
 
 
 def _healthcheck(test: list[str], address: str) -> subprocess.CompletedProcess[str]:
@@ -189,11 +422,45 @@ async def test_grpc_healthchecks_work_against_live_servers(stack: Stack) -> None
 def test_dockerfile_runs_as_non_root_with_cached_dependency_layer() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\S+", dockerfile, flags=re.MULTILINE)
-    deps_at = dockerfile.index("COPY pyproject.toml")
+    lock_at = dockerfile.index("COPY requirements/runtime.lock")
     code_at = dockerfile.index("COPY rpc_common")
-    assert deps_at < dockerfile.index("pip install -r") < code_at
+    assert lock_at < dockerfile.index("pip install --require-hashes -r") < code_at
+    assert dockerfile.index("COPY pyproject.toml") > lock_at  # editing it keeps the layer
     for module in OUR_SERVICES.values():
         assert f"COPY {module} " in dockerfile
+
+
+_PIP_INSTALL = ["pip", "install"]
+
+
+def _pip_installs(dockerfile: str) -> list[list[str]]:
+    """The arguments of every `pip install` the Dockerfile runs."""
+    joined = dockerfile.replace("\\\n", " ")
+    installs = []
+    for line in joined.splitlines():
+        if line.startswith("RUN "):
+            for command in re.split(r"&&|;", line.removeprefix("RUN ")):
+                words = command.split()
+                if words[:2] == _PIP_INSTALL or words[:4] == ["python", "-m", *_PIP_INSTALL]:
+                    installs.append(words[words.index("install") + 1 :])
+    return installs
+
+
+def test_dockerfile_installs_dependencies_only_from_the_hash_checked_lock() -> None:
+    installs = _pip_installs((REPO / "Dockerfile").read_text())
+    assert ["--require-hashes", "-r", "requirements/runtime.lock"] in installs
+    for arguments in installs:
+        if "--require-hashes" in arguments:
+            assert arguments[arguments.index("-r") + 1] == "requirements/runtime.lock"
+        else:
+            # Anything else is the project itself, without dependencies or a build download.
+            assert "--no-deps" in arguments and "--no-build-isolation" in arguments, arguments
+            assert [a for a in arguments if not a.startswith("--")] == ["."], arguments
+    # The lock is what COPY puts where pip reads it, and the build context includes it.
+    assert _image_files()[PurePosixPath("/app/requirements/runtime.lock")] == (
+        REPO / "requirements" / "runtime.lock"
+    )
+    assert not _dockerignored(PurePosixPath("requirements/runtime.lock"))
 
 
 # -- admission control: Redis and the limits file ---------------------------------------------
