@@ -90,7 +90,7 @@ run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-
 token: $(STAMP) ## Print a dev ID token for the local stack: make token USER=alice
 	@$(PY) -m devstack.token "$(USER)"
 
-bench: $(STAMP) ## Overhead benchmark (about 4 min): report in bench/results/, see bench/README.md.
+bench: $(STAMP) ## Overhead benchmark with limits on in Redis (about 6 min; needs Redis at 127.0.0.1:6379): report in bench/results/.
 	$(PY) -m bench
 
 bench-soak: $(STAMP) ## Memory soak: 10,000 streamed requests through REST; RSS must stay flat.

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
+
+import grpc
 
 from bench.overhead.client import (
     BRIDGE_CONTENT,
@@ -42,13 +45,26 @@ class CaseResult:
     client_cpu: float
     first_error: str = ""
     label: str = ""  # the concurrency column of the report (e.g. "1, instant upstream")
+    config: str = ""  # the gateway configuration (limits on/off...) the case ran against
+    failures: Counter[str] = field(default_factory=Counter)
+    """Every request not answered 200 / OK, warm-up included, by kind ("HTTP 429",
+    "gRPC RESOURCE_EXHAUSTED", an exception type)."""
 
     @property
     def rps(self) -> float:
         return len(self.samples) / self.seconds if self.seconds else 0.0
 
 
-def _client_cpu() -> float:
+def failure_kind(exc: BaseException) -> str:
+    """What a failed request got: its HTTP status or gRPC code, else the exception's type."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"gRPC {exc.code().name}"
+    if isinstance(exc, BadReply) and str(exc).startswith("HTTP "):
+        return str(exc).split(",", 1)[0].split(":", 1)[0]
+    return type(exc).__name__
+
+
+def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -66,7 +82,7 @@ async def run_case(
     grpc_client: GrpcClient,
 ) -> CaseResult:
     """Run one case and return its samples (warm-up excluded)."""
-    one = await _request_factory(stack, target, requests, tokens, chunks, grpc_client)
+    one = await request_factory(stack, target, requests, tokens, chunks, grpc_client)
     workers = [await one(index) for index in range(concurrency)]
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -75,15 +91,15 @@ async def run_case(
     samples: list[Sample] = []
     errors = 0
     first_error = ""
+    failures: Counter[str] = Counter()
     cpu_before: dict[str, float] = {}
     client_before = 0.0
     measuring = asyncio.Event()
 
     def mark_start() -> None:
         nonlocal client_before
-        for name, proc in stack.procs.items():
-            cpu_before[name] = proc.cpu_seconds()
-        client_before = _client_cpu()
+        cpu_before.update(stack.cpu_seconds())
+        client_before = client_cpu()
         measuring.set()
 
     loop.call_at(measure_from, mark_start)
@@ -97,6 +113,7 @@ async def run_case(
             try:
                 sample = await send()
             except (BadReply, OSError, asyncio.IncompleteReadError, Exception) as exc:
+                failures[failure_kind(exc)] += 1
                 if measuring.is_set():
                     errors += 1
                     first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
@@ -107,8 +124,8 @@ async def run_case(
                 samples.append(sample)
 
     await asyncio.gather(*(worker(send) for send, _ in workers))
-    cpu_after = {name: proc.cpu_seconds() for name, proc in stack.procs.items()}
-    client_after = _client_cpu()
+    cpu_after = stack.cpu_seconds()
+    client_after = client_cpu()
     for _, close in workers:
         await close()
     return CaseResult(
@@ -121,6 +138,8 @@ async def run_case(
         cpu={name: cpu_after[name] - cpu_before.get(name, cpu_after[name]) for name in cpu_after},
         client_cpu=client_after - client_before,
         first_error=first_error,
+        config=stack.config,
+        failures=failures,
     )
 
 
@@ -132,7 +151,7 @@ async def _noop() -> None:
     return None
 
 
-async def _request_factory(
+async def request_factory(
     stack: Stack,
     target: Target,
     requests: Requests,

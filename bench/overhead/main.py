@@ -1,4 +1,7 @@
-"""`python -m bench`: the overhead matrix (default) or the memory soak (`--soak N`)."""
+"""`python -m bench`: the overhead matrix (default) or the memory soak (`--soak N`).
+
+The stack runs with limits on (a generous tier, in Redis: see limits.py); the report adds what
+admission costs, measured A/B against gateways with limits off (admission_ab.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,31 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.overhead.admission_ab import (
+    AbCase,
+    BenchFailure,
+    ab_section,
+    counts_section,
+    failures_of,
+    gateway_counts,
+    run_ab,
+    summarise_ab,
+    verify_configs,
+)
 from bench.overhead.client import BRIDGE_CONTENT, GrpcClient, HttpConnection, http_request
+from bench.overhead.limits import (
+    CONFIGS,
+    DEFAULT_REDIS_URL,
+    DESCRIPTIONS,
+    LIMITS_TOML,
+    REDIS_URL_ENV,
+    gateway_env,
+    redacted,
+    redis_problem,
+    redis_server_cpu,
+    redis_version,
+    write_limits_file,
+)
 from bench.overhead.load import TARGETS, CaseResult, run_case, sustained_rps
 from bench.overhead.report import (
     Row,
@@ -59,6 +86,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--soak-concurrency", type=int, default=16)
     parser.add_argument("--soak-users", type=int, default=2000)
+    limits = parser.add_argument_group("admission control")
+    limits.add_argument(
+        "--limits",
+        choices=CONFIGS,
+        default="redis",
+        help="the gateway configuration of the main matrix and the soak: limits on with "
+        "Redis (default), on with the in-process store, or off",
+    )
+    limits.add_argument(
+        "--redis-url",
+        default=os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL),
+        help=f"Redis for the limits (default ${REDIS_URL_ENV} or {DEFAULT_REDIS_URL})",
+    )
+    limits.add_argument(
+        "--admission-rounds",
+        type=int,
+        default=5,
+        help="rounds of the admission A/B (limits on vs off, interleaved); 0 skips it",
+    )
+    limits.add_argument(
+        "--admission-configs",
+        default="off,redis,memory",
+        help="configurations of the A/B, the first the baseline: off, redis, memory, and "
+        "redis-notiers (Redis without a limits file: the round trips without x-ratelimit-*)",
+    )
+    limits.add_argument(
+        "--admission-duration",
+        type=float,
+        default=2.5,
+        help="measured seconds per configuration in each A/B round (20 ms upstream)",
+    )
+    limits.add_argument(
+        "--admission-instant",
+        type=float,
+        default=1.2,
+        help="measured seconds per configuration in each A/B round with an instant upstream; "
+        "0 skips that case",
+    )
+    limits.add_argument(
+        "--admission-concurrency",
+        default="1",
+        help="concurrency levels of the A/B with the 20 ms upstream, e.g. 1,16; above 1 the "
+        "configurations alternate in 0.5 s time slices",
+    )
+    limits.add_argument(
+        "--admission-only", action="store_true", help="skip the main matrix: only the A/B"
+    )
     return parser
 
 
@@ -66,39 +140,52 @@ def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
+async def _matrix(
+    args: argparse.Namespace, stack: Stack, ab_configs: list[str]
+) -> tuple[str, bool]:
+    """The overhead matrix and the admission A/B; (report, True when nothing failed)."""
     shape = Shape(args.chunks, args.chunk_delay, args.unary_delay)
     tokens = [mint_emulator_token(f"bench-user-{i}", PROJECT) for i in range(args.users)]
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = [m.strip() for m in args.modes.split(",")]
     targets = [t for t in TARGETS if t in args.targets.split(",")]
-    grpc_client = GrpcClient(stack.gateway_address)
     lines: list[str] = []
     rows: list[Row] = []
+    results: list[CaseResult] = []  # every case run, warm-ups included: failures are counted
+    ab_lines: list[str] = []
+    instant_unary = build_requests(Shape(args.chunks, 0.0, 0.0), stream=False)
+    # Limits really are as configured: x-ratelimit-* in the head, the bucket in Redis.
+    verified = await verify_configs(
+        stack, instant_unary.rest_body, tokens[0], "bench-user-0", args.redis_url
+    )
+    for line in verified:
+        _log("check " + line.removeprefix("- "))
+    grpc_client = GrpcClient(stack.gateway_address)
     try:
         # The upstream alone, flat out: it must be far faster than anything the stack reaches.
-        capacity_requests = build_requests(Shape(args.chunks, 0.0, 0.0), stream=False)
-        await sustained_rps(stack, capacity_requests, concurrency=32, duration=1.0)  # warm
+        await sustained_rps(stack, instant_unary, concurrency=32, duration=1.0)  # warm
         upstream_rps, upstream_cpu = await sustained_rps(
-            stack, capacity_requests, concurrency=32, duration=3.0
+            stack, instant_unary, concurrency=32, duration=3.0
         )
         _log(f"upstream alone: {upstream_rps:.0f} req/s, {upstream_cpu * 1000:.2f} ms CPU/req")
         started = time.perf_counter()
         busy_before = _machine_busy() - _own_cpu(stack)
-        for mode in modes:
+        for mode in [] if args.admission_only else modes:
             requests = build_requests(shape, stream=mode == "stream")
             # Warm every target once (connections, caches, JIT-less but lazy imports).
             for target in targets:
-                await run_case(
-                    stack,
-                    target,
-                    requests,
-                    tokens,
-                    concurrency=4,
-                    chunks=args.chunks,
-                    warmup=0.0,
-                    duration=1.0,
-                    grpc_client=grpc_client,
+                results.append(
+                    await run_case(
+                        stack,
+                        target,
+                        requests,
+                        tokens,
+                        concurrency=4,
+                        chunks=args.chunks,
+                        warmup=0.0,
+                        duration=1.0,
+                        grpc_client=grpc_client,
+                    )
                 )
             cases = [(str(c), c, requests, args.duration * (1.6 if c == 1 else 1)) for c in levels]
             if args.instant and 1 in levels:
@@ -109,7 +196,7 @@ async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
             for label, concurrency, case_requests, duration in cases:
                 rounds: list[dict[str, CaseResult]] = []
                 for index in range(args.rounds):
-                    results: dict[str, CaseResult] = {}
+                    round_results: dict[str, CaseResult] = {}
                     for target in targets:
                         result = await run_case(
                             stack,
@@ -124,27 +211,113 @@ async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
                         )
                         result.label = label
                         stack.check_alive()
-                        results[target] = result
+                        round_results[target] = result
+                        results.append(result)
                         p50 = sorted(s.latency for s in result.samples)[len(result.samples) // 2]
                         _log(
                             f"{mode} c={label} round {index + 1} {target}: "
                             f"{len(result.samples)} req, p50 {p50 * 1000:.2f} ms, "
                             f"{result.errors} errors"
                         )
-                    rounds.append(results)
+                    rounds.append(round_results)
                 rows += summarise(rounds)
+        if len(ab_configs) > 1 and args.admission_rounds > 0:
+            ab_unary = build_requests(shape, stream=False)
+            ab_levels = [int(c) for c in args.admission_concurrency.split(",")]
+            ab_cases = [
+                AbCase(
+                    str(c),
+                    ab_unary,
+                    args.admission_duration,
+                    concurrency=c,
+                    slice_seconds=0.0 if c == 1 else 0.5,
+                )
+                for c in ab_levels
+            ]
+            if args.admission_instant > 0 and 1 in ab_levels:
+                # Blocks of 20 requests (~50 ms): each process stays as busy as in the matrix's
+                # instant case instead of idling while the others take their turns.
+                ab_cases.insert(
+                    ab_levels.index(1) + 1,
+                    AbCase("1, instant upstream", instant_unary, args.admission_instant, block=20),
+                )
+            cells, ab_warm = await run_ab(
+                stack,
+                ab_cases,
+                tokens,
+                configs=ab_configs,
+                rounds=args.admission_rounds,
+                warmup=args.warmup,
+                chunks=args.chunks,
+                log=_log,
+            )
+            results += [r for cell in cells for r in cell.rounds] + ab_warm
+            ab_rows = summarise_ab(cells, ab_configs[0])
+            ab_lines = ab_section(
+                ab_rows,
+                baseline=ab_configs[0],
+                rounds=args.admission_rounds,
+                warmup=args.warmup,
+                cases=ab_cases,
+                unary_delay_ms=args.unary_delay * 1000,
+            )
+            for line in ab_lines:
+                if line.startswith("What admission"):
+                    _log(line)
         elapsed = time.perf_counter() - started
         others = (_machine_busy() - _own_cpu(stack) - busy_before) / elapsed
     finally:
         await grpc_client.close()
     memory = {name: proc.memory_kib() for name, proc in stack.procs.items()}
+    counts_lines, problems = counts_section(await gateway_counts(stack))
+    failures = failures_of(results)
+    if failures:
+        problems.insert(
+            0,
+            f"the load generator got {sum(failures.values())} requests not answered 200 / OK "
+            f"(warm-ups included): {dict(failures)}",
+        )
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"# Overhead benchmark, {stamp}" + (f" ({args.label})" if args.label else "")
-    lines += [title, "", "## Machine", "", *machine_facts(), ""]
+    lines += [title, ""]
+    if problems:
+        lines += [
+            "## FAILED: requests were refused or failed; the figures below are not valid",
+            "",
+            *(f"- {p}" for p in problems),
+            "",
+        ]
+    lines += ["## Machine", "", *machine_facts(), ""]
+    limits_file = " ".join(
+        line.replace(" = ", "=") for line in LIMITS_TOML.splitlines()[1:] if "=" in line
+    )
+    uses_redis = any(config.startswith("redis") for config in stack.configs)
+    redis_note = (
+        f"`LIMITS_REDIS_URL={redacted(args.redis_url)}` ({await redis_version(args.redis_url)})"
+        if uses_redis
+        else ""
+    )
+    store = {
+        "redis": f"{redis_note}: one `EVALSHA` admits each completion before the upstream call, "
+        "one settles it after",
+        "memory": "no `LIMITS_REDIS_URL`: the in-process store",
+        "off": "no `LIMITS_FILE`, no `LIMITS_REDIS_URL`: no tiers (admission still runs on the "
+        "in-process store)",
+        "redis-notiers": f"no `LIMITS_FILE`, {redis_note}: no tiers, but each completion is "
+        "admitted and settled in Redis",
+    }[stack.config]
     lines += [
         "## Set-up",
         "",
+        f"- Gateway configuration of the main matrix: **{stack.config}: "
+        f"{DESCRIPTIONS[stack.config]}**. Limits file (written by the benchmark): "
+        f"`[tiers.default]` {limits_file}: every limit is checked on every request and none can "
+        f"be reached; {store}. `LIMITS_ON_STORE_ERROR=deny`, so a Redis failure would be a 503 "
+        "the load generator counts. The run fails if any request is not answered 200 / OK or "
+        "any gateway counts a refusal.",
+        "- Checked before the run, one REST request per gateway configuration:",
+        *(f"  {line}" for line in verified),
         f"- Upstream: the Workers AI fake (`python -m fakes workers-ai`), native `/ai/run` "
         f"endpoint; {args.chunks} content chunks per reply; streams pause "
         f"{args.chunk_delay * 1000:g} ms between chunks; a non-streaming reply comes after "
@@ -163,19 +336,21 @@ async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
         "consecutive content deltas; its overhead = stack gap percentile minus direct gap "
         "percentile.",
         "- CPU ms/req: CPU time of the stack's processes during the measured window divided by "
-        "the requests completed (b = bridge, g = gateway, v = vault); for `direct` it is the "
-        "upstream's. The load generator is one asyncio process on the same two cores; its own "
-        "CPU per request is shown beside (not part of the stack's).",
+        "the requests completed (b = bridge, g = gateway, v = vault, r = the Redis server); for "
+        "`direct` it is the upstream's. The load generator is one asyncio process on the same "
+        "two cores; its own CPU per request is shown beside (not part of the stack's).",
         f"- Matrix time: {elapsed:.0f} s. Other processes on the machine used "
         f"{max(others, 0.0) * 100:.0f}% of one core on average meanwhile (should be near 0).",
         "",
     ]
+    lines += ab_lines
     unary = [r for r in rows if not r.stream]
     stream = [r for r in rows if r.stream]
     if unary:
         lines += ["## Non-streaming (ms)", "", *unary_table(unary), ""]
     if stream:
         lines += ["## Streaming (ms)", "", *stream_table(stream), ""]
+    lines += counts_lines
     lines += [
         "## Peak memory (RSS)",
         "",
@@ -184,15 +359,16 @@ async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
     ]
     for name, (rss, hwm) in memory.items():
         lines.append(f"| {name} | {hwm / 1024:.1f} | {rss / 1024:.1f} |")
-    lines += [
-        "",
-        "## SPEC §9 targets (concurrency 1 to 16)",
-        "",
-        "| target | measured | limit | |",
-        "|---|--:|--:|---|",
-    ]
-    for v in verdicts(rows):
-        lines.append(f"| {v.name} | {v.value} | {v.limit} | {'ok' if v.ok else '**MISSED**'} |")
+    if rows:
+        lines += [
+            "",
+            "## SPEC §9 targets (concurrency 1 to 16)",
+            "",
+            "| target | measured | limit | |",
+            "|---|--:|--:|---|",
+        ]
+        for v in verdicts(rows):
+            lines.append(f"| {v.name} | {v.value} | {v.limit} | {'ok' if v.ok else '**MISSED**'} |")
     errors = [r for r in rows if r.errors]
     if errors:
         lines += ["", "## Errors", ""]
@@ -201,7 +377,10 @@ async def _matrix(args: argparse.Namespace, stack: Stack) -> str:
                 f"- {r.target} c={r.concurrency} stream={r.stream}: {r.errors}, first: "
                 f"`{r.first_error}`"
             )
-    return "\n".join(lines) + "\n"
+    if problems:
+        for problem in problems:
+            _log(f"FAILED: {problem}")
+    return "\n".join(lines) + "\n", not problems
 
 
 def _machine_busy() -> float:
@@ -215,7 +394,8 @@ def _machine_busy() -> float:
 def _own_cpu(stack: Stack) -> float:
     """CPU seconds of the benchmark's own processes: the stack and this load generator."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return sum(p.cpu_seconds() for p in stack.procs.values()) + usage.ru_utime + usage.ru_stime
+    own = sum(p.cpu_seconds() for p in stack.all_procs().values())
+    return own + usage.ru_utime + usage.ru_stime
 
 
 async def _soak(args: argparse.Namespace, stack: Stack) -> tuple[str, bool]:
@@ -272,6 +452,8 @@ async def _soak(args: argparse.Namespace, stack: Stack) -> tuple[str, bool]:
         "",
         *machine_facts(),
         "",
+        f"Gateway configuration: {stack.config} ({DESCRIPTIONS[stack.config]}).",
+        "",
         f"{total} streamed REST requests ({args.chunks} chunks each, no delays), concurrency "
         f"{args.soak_concurrency}, {args.soak_users} distinct users, {elapsed:.0f} s, "
         f"{errors} errors. RSS in MiB after N requests:",
@@ -295,21 +477,50 @@ async def _soak(args: argparse.Namespace, stack: Stack) -> tuple[str, bool]:
 
 
 async def _amain(args: argparse.Namespace) -> int:
+    ab_configs = [c.strip() for c in args.admission_configs.split(",") if c.strip()]
+    unknown = sorted(set(ab_configs) - set(CONFIGS))
+    if unknown:
+        _log(f"--admission-configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
+        return 2
+    if args.soak or args.admission_rounds <= 0:
+        ab_configs = []
+    configs: list[str] = list(dict.fromkeys([args.limits, *ab_configs]))
+    if any(config.startswith("redis") for config in configs):
+        problem = await redis_problem(args.redis_url)
+        if problem is not None:
+            _log(f"ERROR: {problem}")
+            return 2
     with tempfile.TemporaryDirectory(prefix="native1api-bench-") as tmp:
-        _log("starting upstream, vault, gateway, bridge")
-        with running_stack(Path(tmp)) as stack:
-            if args.soak:
-                report, ok = await _soak(args, stack)
-                name = "soak"
-            else:
-                report, ok = await _matrix(args, stack), True
-                name = "overhead"
+        limits_file = write_limits_file(Path(tmp) / "limits.toml")
+        envs = {c: gateway_env(c, limits_file, args.redis_url) for c in configs}
+        external = (
+            {"redis": redis_server_cpu(args.redis_url)}
+            if any(config.startswith("redis") for config in configs)
+            else {}
+        )
+        _log(
+            "starting upstream, vault, and a gateway + bridge per configuration: "
+            + ", ".join(f"{c} ({DESCRIPTIONS[c]})" for c in configs)
+        )
+        with running_stack(Path(tmp), gateway_envs=envs, external_cpu=external) as stack:
+            try:
+                if args.soak:
+                    report, ok = await _soak(args, stack)
+                    name = "soak"
+                else:
+                    report, ok = await _matrix(args, stack, ab_configs)
+                    name = "overhead"
+            except BenchFailure as exc:
+                _log(f"FAILED: {exc}")
+                return 1
     print(report)
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{name}.md"
         path.write_text(report)
         _log(f"wrote {path}")
+    if not ok:
+        _log("FAILED: see the report's first section (exit status 1)")
     return 0 if ok else 1
 
 

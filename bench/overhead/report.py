@@ -12,9 +12,10 @@ from bench.overhead.load import CaseResult
 
 STACK_PROCS = {
     "direct": ("upstream",),
-    "grpc": ("gateway", "vault"),
-    "rest": ("bridge", "gateway", "vault"),
+    "grpc": ("gateway", "vault", "redis"),
+    "rest": ("bridge", "gateway", "vault", "redis"),
 }
+"""Whose CPU counts for a target; `redis` only when the run measured it (limits in Redis)."""
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -102,7 +103,7 @@ def summarise(rounds: list[dict[str, CaseResult]]) -> list[Row]:
         def per_request(names: Sequence[str]) -> Callable[[CaseResult, CaseResult], float]:
             return lambda a, d: cpu_ms(a, names)
 
-        procs = STACK_PROCS[target]
+        procs = [n for n in STACK_PROCS[target] if n in first.cpu]
         row = Row(
             target=target,
             stream=first.stream,
@@ -276,9 +277,40 @@ def machine_facts() -> list[str]:
     except metadata.PackageNotFoundError:
         parser = "h11 (no httptools)"
     return [
+        f"- code: {code_version()}",
         f"- cores: {os.cpu_count()} ({cpu_model or 'unknown CPU'}), "
         f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.release()}",
         f"- grpcio {grpc.__version__}; event loop available: {loop}; HTTP parser: {parser}",
     ]
+
+
+def code_version() -> str:
+    """The commit measured and whether the services' code differed from it (read-only git:
+    no index refresh, no lock, so it never gets in the way of someone committing)."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    git = ["git", "--no-optional-locks", "-C", str(repo)]
+    try:
+        head = subprocess.run(  # noqa: S603 (fixed arguments)
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            [*git, "status", "--porcelain", "--", *SERVICE_DIRS],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    if not changed:
+        return f"git {head}"
+    where = sorted({path.split("/", 1)[0] for path in changed})
+    return f"git {head} plus uncommitted changes to {len(changed)} files in {', '.join(where)}"
+
+
+SERVICE_DIRS = ("gateway_service", "rest_bridge", "vault_service", "rpc_common", "fakes")

@@ -4,6 +4,10 @@ The same commands compose runs (`python -m vault_service` and friends), in Fireb
 Emulator mode so the benchmark can mint its own unsigned ID tokens. Every process logs to a file
 under the run's temporary directory at the production default level (INFO), so logging costs
 what it costs in production.
+
+One upstream and one vault serve one gateway + bridge pair per gateway configuration (the
+limits configurations of `limits.py`), so configurations can be measured side by side,
+interleaved, in one run: `Stack.configs` has a view of the stack per configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,29 @@ SERVICE_TOKEN = "bench-service-token-0123456789"
 MODEL = "@cf/meta/llama-3.1-8b-instruct-fp8"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has run so far, to the nanosecond: the sum of its threads'
+    /proc/<pid>/task/<tid>/schedstat. /proc/<pid>/stat counts in clock ticks of 10 ms, and at
+    c=1 a measured window holds ~100 requests, so ticks would blur CPU per request by ~0.1 ms.
+    A thread that ends inside a window would take its time with it; the servers' threads live
+    as long as the process (checked: the same threads, and the same CPU as the tick count to
+    within a tick, over 15 s of load). Ticks are the fallback where schedstat is missing."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                with open(f"{task.path}/schedstat") as stat:
+                    total += int(stat.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the thread ended between the listing and the read
+    except FileNotFoundError:
+        total = 0
+    if total:
+        return total / 1e9
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def free_port() -> int:
@@ -53,9 +80,8 @@ class Proc:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the whole process (all threads) so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        """CPU of the whole process (all threads) so far."""
+        return process_cpu_seconds(self.pid)
 
     def memory_kib(self) -> tuple[int, int]:
         """(current RSS, peak RSS) in KiB."""
@@ -86,20 +112,42 @@ class Proc:
 
 @dataclass
 class Stack:
-    """The four running processes and their addresses."""
+    """One configuration's view of the stack: its four processes and their addresses.
+
+    `procs` is keyed by role (upstream, vault, gateway, bridge); `external_cpu` holds CPU
+    counters of processes the benchmark did not start but whose CPU counts (Redis).
+    `configs` maps every configuration started to its view, this one included.
+    """
 
     upstream_url: str
     gateway_address: str
     bridge_url: str
     procs: dict[str, Proc] = field(default_factory=dict)
+    config: str = ""
+    metrics_url: str = ""
+    external_cpu: dict[str, Callable[[], float]] = field(default_factory=dict)
+    configs: dict[str, Stack] = field(default_factory=dict)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of every process of this view, by role."""
+        out = {name: proc.cpu_seconds() for name, proc in self.procs.items()}
+        out.update((name, read()) for name, read in self.external_cpu.items())
+        return out
 
     @property
     def run_url(self) -> str:
         """The native endpoint the gateway calls for `MODEL` (the direct target)."""
         return f"{self.upstream_url}/accounts/{ACCOUNT}/ai/run/{MODEL}"
 
+    def all_procs(self) -> dict[str, Proc]:
+        """Every process started, of every configuration, by its own name."""
+        out: dict[str, Proc] = {}
+        for view in self.configs.values() or [self]:
+            out.update((proc.name, proc) for proc in view.procs.values())
+        return out
+
     def check_alive(self) -> None:
-        for proc in self.procs.values():
+        for proc in self.all_procs().values():
             proc.check_alive()
 
 
@@ -146,8 +194,17 @@ def _wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(work_dir: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """Start upstream, vault, gateway and bridge; stop them (SIGTERM) on exit."""
+def running_stack(
+    work_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    gateway_envs: Mapping[str, dict[str, str]] | None = None,
+    external_cpu: dict[str, Callable[[], float]] | None = None,
+) -> Iterator[Stack]:
+    """Start upstream, vault, and a gateway + bridge per entry of `gateway_envs` (name -> the
+    gateway's extra environment; default one pair, no extra variables); stop them (SIGTERM)
+    on exit. Yields the first configuration's view; `.configs` has all of them."""
+    envs = dict(gateway_envs or {"default": {}})
     procs: dict[str, Proc] = {}
     try:
         upstream = _spawn(
@@ -171,18 +228,15 @@ def running_stack(work_dir: Path, *, extra_env: dict[str, str] | None = None) ->
             upstream.check_alive()
             raise RuntimeError(f"the fake upstream did not start: {line!r}")
         upstream_url = line.removeprefix("READY ")
-        ports = {name: free_port() for name in ("vault", "gateway", "bridge")}
+        vault_address = f"127.0.0.1:{free_port()}"
         env = {
             "FIREBASE_PROJECT_ID": PROJECT,
             "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
             "VAULT_MASTER_KEY": "bench-master-passphrase-0123456789-abcdef",
             "SERVICE_TOKEN": SERVICE_TOKEN,
             "VAULT_DATABASE_URL": f"sqlite:///{work_dir}/vault.db",
-            "VAULT_LISTEN_ADDR": f"127.0.0.1:{ports['vault']}",
-            "GATEWAY_LISTEN_ADDR": f"127.0.0.1:{ports['gateway']}",
-            "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{ports['bridge']}",
-            "VAULT_ADDR": f"127.0.0.1:{ports['vault']}",
-            "GATEWAY_ADDR": f"127.0.0.1:{ports['gateway']}",
+            "VAULT_LISTEN_ADDR": vault_address,
+            "VAULT_ADDR": vault_address,
             "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
             "CLOUDFLARE_API_TOKEN": CF_TOKEN,
             "WORKERS_AI_BASE_URL": upstream_url,
@@ -190,14 +244,48 @@ def running_stack(work_dir: Path, *, extra_env: dict[str, str] | None = None) ->
             **(extra_env or {}),
         }
         procs["vault"] = _spawn("vault", ["-m", "vault_service"], env, work_dir)
-        procs["gateway"] = _spawn("gateway", ["-m", "gateway_service"], env, work_dir)
-        procs["bridge"] = _spawn("bridge", ["-m", "rest_bridge"], env, work_dir)
-        _wait_grpc(procs["vault"], env["VAULT_ADDR"])
-        _wait_grpc(procs["gateway"], env["GATEWAY_ADDR"])
-        bridge_url = f"http://127.0.0.1:{ports['bridge']}"
-        _wait_http(procs["bridge"], f"{bridge_url}/healthz")
-        yield Stack(upstream_url, env["GATEWAY_ADDR"], bridge_url, procs)
+        views: dict[str, Stack] = {}
+        for config, gateway_env in envs.items():
+            suffix = "" if len(envs) == 1 else f"-{config}"
+            gateway_address = f"127.0.0.1:{free_port()}"
+            metrics_address = f"127.0.0.1:{free_port()}"
+            bridge_port = free_port()
+            pair_env = {
+                **env,
+                "GATEWAY_LISTEN_ADDR": gateway_address,
+                "GATEWAY_ADDR": gateway_address,
+                "GATEWAY_METRICS_ADDR": metrics_address,
+                "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{bridge_port}",
+                # Its own (the default, 127.0.0.1:9464, is one for the whole machine).
+                "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                **gateway_env,
+            }
+            gateway = _spawn(f"gateway{suffix}", ["-m", "gateway_service"], pair_env, work_dir)
+            procs[gateway.name] = gateway
+            bridge = _spawn(f"bridge{suffix}", ["-m", "rest_bridge"], pair_env, work_dir)
+            procs[bridge.name] = bridge
+            views[config] = Stack(
+                upstream_url,
+                gateway_address,
+                f"http://127.0.0.1:{bridge_port}",
+                {
+                    "upstream": upstream,
+                    "vault": procs["vault"],
+                    "gateway": gateway,
+                    "bridge": bridge,
+                },
+                config=config,
+                metrics_url=f"http://{metrics_address}/metrics",
+                external_cpu=dict(external_cpu or {}),
+            )
+        _wait_grpc(procs["vault"], vault_address)
+        for view in views.values():
+            _wait_grpc(view.procs["gateway"], view.gateway_address)
+            _wait_http(view.procs["bridge"], f"{view.bridge_url}/healthz")
+        for view in views.values():
+            view.configs = views
+        yield next(iter(views.values()))
     finally:
-        for name in ("bridge", "gateway", "vault", "upstream"):
-            if name in procs:
-                procs[name].stop()
+        # Bridges first, then gateways, the vault, the upstream: the reverse of their start.
+        for proc in reversed(list(procs.values())):
+            proc.stop()
