@@ -91,7 +91,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 record.usage = completion.usage if completion.HasField("usage") else None
             finally:
                 # Every end frees the slot: success, upstream error, client cancel, deadline.
-                await lease.settle(record.usage)
+                lease.settle(record.usage)
             completion.model = req.model
             if not completion.id:
                 completion.id = new_completion_id()
@@ -160,7 +160,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     record.usage = normalizer.usage
             finally:
                 # Every end frees the slot: last byte, upstream error, client gone, deadline.
-                await lease.settle(normalizer.usage, streamed)
+                lease.settle(normalizer.usage, streamed)
         except RpcError as error:
             record.status, record.reason = error.code.name, error.reason
             raise

@@ -6,6 +6,12 @@ replaces the token reserve by what was spent; the servicer calls it on every way
 While a completion runs, its lease is renewed every `LEASE_RENEW_SECONDS`, so a lease whose
 gateway died expires on its own (`LEASE_TTL_MS`).
 
+Settlement runs after the response is on its way, off the request's path (it is one more store
+round trip). Until it has reached the store, the ended lease is handed to this user's next
+admission to remove first, so a client that fires its next request the moment the last one
+ended is never refused for the slot it just gave back; and GET usage waits for the user's pending
+settlements, so what it reports includes every completion that has ended.
+
 A refusal is `RESOURCE_EXHAUSTED` with ErrorInfo reason `RATE_LIMITED` (metadata `limit`,
 `retry_after`, `tier`) and a `google.rpc.RetryInfo`. An admitted completion carries the
 caller's state as `x-ratelimit-*` initial metadata, which the bridge copies into the HTTP head.
@@ -97,10 +103,11 @@ class Lease:
         self.prompt_estimate = prompt_estimate
         self.metadata = metadata
 
-    async def settle(self, usage: chat_pb2.Usage | None, streamed_characters: int = 0) -> None:
+    def settle(self, usage: chat_pb2.Usage | None, streamed_characters: int = 0) -> None:
         """Free the slot and count what was spent: the provider's usage when it reported one,
         else (a stream cut short) the prompt estimate plus an estimate of what was streamed,
-        else (nothing came back) nothing."""
+        else (nothing came back) nothing. Returns at once; the store is updated in the
+        background (`Admission.release`)."""
         if self._settled or self._admission is None:
             return
         self._settled = True
@@ -120,7 +127,7 @@ class Lease:
             prompt_tokens=prompt,
             completion_tokens=completion,
         )
-        await self._admission.release(self, settle)
+        self._admission.release(self, settle)
 
 
 UNMETERED: Final = Lease(None)
@@ -147,7 +154,8 @@ class Admission:
         self._clock = clock
         self._live: dict[str, Lease] = {}
         self._renewer: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        # user -> {lease id: its settlement in flight}; emptied as settlements land.
+        self._settling: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._last_logged: dict[str, float] = {}
         self._day = ("", 0)
 
@@ -164,8 +172,9 @@ class Admission:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        pending = [task for tasks in self._settling.values() for task in tasks.values()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._store.aclose()
 
     # -- admission -------------------------------------------------------------------------
@@ -185,8 +194,10 @@ class Admission:
         prompt_estimate = prompt_tokens(request)
         # BYOK requests do not spend the platform's tokens (the user's key pays for them).
         reserve = 0 if byok else prompt_estimate + self._max_tokens_for(request)
+        user = user_key(caller.uid)
+        settling = self._settling.get(user)
         admit = Admit(
-            user=user_key(caller.uid),
+            user=user,
             quota=_quota(tier),
             now_ms=now_ms,
             day=day,
@@ -194,6 +205,7 @@ class Admission:
             reserve=reserve,
             provider=provider,
             lease=os.urandom(9).hex(),
+            released=tuple(settling) if settling else (),
         )
         try:
             decision = await self._store.admit(admit)
@@ -217,14 +229,12 @@ class Admission:
         self._live[admit.lease] = lease
         return lease
 
-    async def release(self, lease: Lease, settle: Settle) -> None:
-        """Settle in the store; shielded, so a second cancellation cannot leave it half done."""
+    def release(self, lease: Lease, settle: Settle) -> None:
+        """Settle in the store in the background (a task of its own: no cancellation of the
+        call can stop it half way); see the module docstring for why nothing is lost."""
         self._live.pop(lease.lease_id, None)
-        task = asyncio.ensure_future(self._settle(settle))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
+        task = asyncio.get_running_loop().create_task(self._settle(settle))
+        self._settling.setdefault(settle.user, {})[settle.lease] = task
 
     async def _settle(self, settle: Settle) -> None:
         try:
@@ -233,6 +243,12 @@ class Admission:
             # The lease expires on its own; the reserve stays counted (errs on the budget's side).
             self._metrics.store_error("settle")
             self._log_store_error("settle", exc)
+        finally:
+            tasks = self._settling.get(settle.user)
+            if tasks is not None:
+                tasks.pop(settle.lease, None)
+                if not tasks:
+                    del self._settling[settle.user]
 
     def _store_failed(self, tier: Tier, exc: StoreUnavailable) -> Lease:
         self._metrics.store_error("admit")
@@ -269,10 +285,15 @@ class Admission:
 
     async def usage(self, caller: Caller) -> gateway_service_pb2.GetUsageResponse:
         tier = self.tiers.for_claims(caller.claims)
+        user = user_key(caller.uid)
+        settling = self._settling.get(user)
+        if settling:
+            # Report every completion that has ended, settled.
+            await asyncio.gather(*settling.values(), return_exceptions=True)
         now_ms = int(self._clock() * 1000)
         day, day_end = self._utc_day(now_ms)
         try:
-            snap = await self._store.snapshot(user_key(caller.uid), _quota(tier), now_ms, day)
+            snap = await self._store.snapshot(user, _quota(tier), now_ms, day)
         except StoreUnavailable as exc:
             self._metrics.store_error("usage")
             self._log_store_error("usage", exc)

@@ -1,7 +1,8 @@
 -- One admission (gateway_service/limits/store.py has the rules; memory_store.py the same in Python).
 -- KEYS: 1 request bucket (hash: level, ts), 2 leases (zset: lease -> expiry ms), 3 day (hash)
 -- ARGV: 1 now ms, 2 requests/minute (-1: none), 3 max concurrent (-1: none), 4 tokens/day (-1:
---       none), 5 reserve, 6 provider, 7 lease id, 8 lease ttl ms, 9 day ttl s, 10 day end ms
+--       none), 5 reserve, 6 provider, 7 lease id, 8 lease ttl ms, 9 day ttl s, 10 day end ms,
+--       11.. leases this gateway ended whose settlement may still be on its way (removed first)
 -- Returns {admitted 0|1, limit, retry after ms, bucket level * 1000 (-1: none), tokens used,
 --          in flight}. A refusal writes nothing.
 local now = tonumber(ARGV[1])
@@ -31,6 +32,9 @@ if rpm >= 0 then
   end
 end
 
+if #ARGV > 10 then
+  redis.call('ZREM', KEYS[2], unpack(ARGV, 11))
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local in_flight = redis.call('ZCARD', KEYS[2])
 if conc >= 0 and in_flight >= conc then

@@ -53,6 +53,8 @@ class MemoryStore:
                 wait = MINUTE_MS if rpm == 0 else -(-(1 - level) * MINUTE_MS // rpm)
                 return Decision(False, "requests", int(wait))
         leases = self._live_leases(admit.user, now)
+        for lease in admit.released:
+            leases.pop(lease, None)
         conc = quota.max_concurrent_requests
         if conc is not None and len(leases) >= conc:
             return Decision(False, "concurrency", 1000)

@@ -109,6 +109,7 @@ class RedisStore:
                 LEASE_TTL_MS,
                 DAY_TTL_SECONDS,
                 admit.day_end_ms,
+                *admit.released,
             ],
         )
         admitted, limit, retry_ms, level, used, in_flight = reply

@@ -63,6 +63,10 @@ class Admit:
     provider: str
     lease: str
     """A unique id for this completion's concurrency lease."""
+    released: tuple[str, ...] = ()
+    """Leases of this user that this gateway has ended but whose settlement may not have
+    reached the store yet: removed before counting, so a client that sends its next request the
+    moment the previous one ended is never refused for a slot it no longer holds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ exactly, without waiting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import pytest
@@ -243,3 +244,16 @@ async def test_today_counts_each_provider(store: LimitStore) -> None:
 async def test_snapshot_of_a_new_user_is_whole(store: LimitStore) -> None:
     snap = await store.snapshot(user(), Quota(30, 1000, 3), T0, DAY)
     assert (snap.bucket, snap.tokens_used, snap.in_flight, dict(snap.today)) == (30, 0, 0, {})
+
+
+async def test_released_leases_are_removed_before_counting(store: LimitStore) -> None:
+    who, quota = user(), Quota(None, None, 1)
+    assert (await store.admit(admit(who, quota, lease="ended"))).admitted
+    refused = await store.admit(admit(who, quota, lease="next"))
+    assert (refused.admitted, refused.limit) == (False, "concurrency")
+    # The gateway ended "ended"; its settlement has not landed yet.
+    again = dataclasses.replace(admit(who, quota, lease="next"), released=("ended", "gone"))
+    decision = await store.admit(again)
+    assert decision.admitted and decision.in_flight == 1
+    await store.settle(settle(who, "ended"))  # the late settlement changes nothing
+    assert (await store.snapshot(who, quota, T0, DAY)).in_flight == 1
