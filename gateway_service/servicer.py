@@ -34,6 +34,26 @@ def _request_id(context: Context) -> str:
     return new_request_id()
 
 
+def _send_head(
+    context: Context, metadata: tuple[tuple[str, str], ...]
+) -> asyncio.Task[None] | None:
+    """Start sending the caller's `x-ratelimit-*` state as initial metadata while the upstream
+    works, instead of making the request wait for that write; `_head_sent` joins it."""
+    if not metadata:
+        return None
+    return asyncio.get_running_loop().create_task(context.send_initial_metadata(metadata))
+
+
+async def _head_sent(head: asyncio.Task[None] | None) -> None:
+    """Wait for the head (it goes before any message, and before the call ends)."""
+    if head is None:
+        return
+    if not head.done():
+        await asyncio.wait((head,))
+    if not head.cancelled():
+        head.exception()  # retrieved: if the call died meanwhile, the call reports it
+
+
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     """Implements GatewayService for the user named by each call's ID token."""
 
@@ -80,9 +100,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             lease = await self._admission.admit(
                 caller, req, provider=route.provider.name, byok=route.byok
             )
+            head = _send_head(context, lease.metadata)
             try:
-                if lease.metadata:
-                    await context.send_initial_metadata(lease.metadata)
                 call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
                 upstream_started = time.perf_counter()
                 completion = await route.provider.complete(call)
@@ -92,6 +111,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             finally:
                 # Every end frees the slot: success, upstream error, client cancel, deadline.
                 lease.settle(record.usage)
+                await _head_sent(head)
             completion.model = req.model
             if not completion.id:
                 completion.id = new_completion_id()
@@ -131,10 +151,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             )
             streamed = 0  # characters generated, to settle a stream cut before its usage
             normalizer = StreamNormalizer(req.model, route.provider.name)
+            head = _send_head(context, lease.metadata)
             try:
-                if lease.metadata:
-                    # In the head of the stream, before any chunk: the bridge copies it.
-                    await context.send_initial_metadata(lease.metadata)
                 call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
                 provider = PROVIDER_ENUM[route.provider.name]
                 response = gateway_service_pb2.StreamChatCompletionResponse
@@ -147,6 +165,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                             streamed += chunk_characters(out)
                             if first:
                                 first = False
+                                await _head_sent(head)  # the head goes before any chunk
                                 yield response(chunk=out, provider=provider)
                             else:
                                 yield response(chunk=out)
@@ -161,6 +180,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             finally:
                 # Every end frees the slot: last byte, upstream error, client gone, deadline.
                 lease.settle(normalizer.usage, streamed)
+                await _head_sent(head)
         except RpcError as error:
             record.status, record.reason = error.code.name, error.reason
             raise
