@@ -172,10 +172,14 @@ class Admission:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        await self.settled()
+        await self._store.aclose()
+
+    async def settled(self) -> None:
+        """Wait until every settlement started so far has reached the store."""
         pending = [task for tasks in self._settling.values() for task in tasks.values()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._store.aclose()
 
     # -- admission -------------------------------------------------------------------------
 
