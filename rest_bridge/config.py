@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rpc_common.channels import grpc_target
 from rpc_common.config import ConfigError, optional, positive_float, positive_int
 from rpc_common.tls import TlsSettings
 
@@ -119,10 +120,8 @@ def parse_origins(name: str, value: str) -> tuple[str, ...]:
 
 
 def _target(environ: Mapping[str, str], name: str, default: str) -> str:
-    value = optional(environ, name, default)
-    if any(ch.isspace() for ch in value) or ":" not in value:
-        raise ConfigError(f"{name} must be a gRPC target such as 127.0.0.1:50052, got {value!r}")
-    return value
+    """A gRPC target naming one or several replicas (`rpc_common.channels.parse_target`)."""
+    return grpc_target(environ, name, default)
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -1,8 +1,9 @@
 """The bridge's two long-lived gRPC channels (gateway, vault) and their stubs.
 
 One channel per backend for the life of the process: gRPC multiplexes every request over it,
-so a request never pays for a connection. Channels are created inside the running event loop
-(the app's lifespan), as grpc.aio requires.
+so a request never pays for a connection. `GATEWAY_ADDR` / `VAULT_ADDR` may name several
+replicas; each channel balances over the healthy ones (`rpc_common.channels`). Channels are
+created inside the running event loop (the app's lifespan), as grpc.aio requires.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ class Backends:
     @classmethod
     def open(cls, gateway_addr: str, vault_addr: str, tls: TlsSettings | None = None) -> Backends:
         tls = tls or TlsSettings()
-        gateway_channel = tls.aio_channel(gateway_addr, options=CHANNEL_OPTIONS)
-        vault_channel = tls.aio_channel(vault_addr, options=CHANNEL_OPTIONS)
+        # Balanced over every replica the targets name, healthy ones only (rpc_common.channels).
+        gateway_channel = tls.aio_channel(
+            gateway_addr, options=CHANNEL_OPTIONS, health_service=GATEWAY_SERVICE
+        )
+        vault_channel = tls.aio_channel(
+            vault_addr, options=CHANNEL_OPTIONS, health_service=VAULT_SERVICE
+        )
         return cls(
             gateway_channel,
             vault_channel,
@@ -60,7 +66,10 @@ class Backends:
         await asyncio.gather(self.gateway_channel.close(grace), self.vault_channel.close(grace))
 
     async def ready(self, timeout_seconds: float) -> dict[str, bool]:
-        """Ask both backends' `grpc.health.v1.Health/Check` for their service, concurrently."""
+        """Ask both backends' `grpc.health.v1.Health/Check` for their service, concurrently.
+
+        Over the balanced channels: with several replicas, one healthy replica of each service
+        answering is enough (the channels send calls to the healthy ones only)."""
         gateway, vault = await asyncio.gather(
             _serving(self.gateway_channel, GATEWAY_SERVICE, timeout_seconds),
             _serving(self.vault_channel, VAULT_SERVICE, timeout_seconds),

@@ -27,6 +27,9 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+DRAIN_NOTICE_SECONDS = 0.5
+
+
 @dataclass
 class Serving:
     """A bound (not yet started) gRPC server and its health servicer."""
@@ -46,10 +49,17 @@ class Serving:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace_seconds: float | None) -> None:
-        """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace_seconds`."""
+        """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace_seconds`.
+
+        Between the two, clients that watch our health (round robin with health checking) get
+        `DRAIN_NOTICE_SECONDS` to move away: a call that arrived after `server.stop` would be
+        cancelled instead of refused, and so never retried on another replica.
+        """
         await self.health.enter_graceful_shutdown()
         for callback in self.on_stopping:
             callback()
+        if grace_seconds:
+            await asyncio.sleep(min(DRAIN_NOTICE_SECONDS, grace_seconds))
         await self.server.stop(grace_seconds)
 
 

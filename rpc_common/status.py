@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -44,8 +45,25 @@ class RpcError(Exception):
         self.retry_delay = retry_delay
 
 
+RETRY_PUSHBACK: Final = "grpc-retry-pushback-ms"
+NO_RETRY: Final = (RETRY_PUSHBACK, "-1")
+"""Trailing metadata of every error we send: a negative pushback tells a gRPC client's retry
+policy not to retry this call (gRFC A6). A status our service chose (UNAVAILABLE because an
+upstream or a dependency is down, say) is an answer: repeating it on another replica would
+repeat the upstream call or hammer the dead dependency. Calls lost with a broken connection
+carry no such trailer and are retried on another replica (`rpc_common.channels`)."""
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
 def to_status(error: RpcError) -> grpc.Status:
-    """Build the `grpc.Status` (with an ErrorInfo detail) that `context.abort_with_status` sends."""
+    """Build the `grpc.Status` (with an ErrorInfo detail, and the no-retry pushback) that
+    `context.abort_with_status` sends."""
     info = error_details_pb2.ErrorInfo(
         reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
     )
@@ -59,8 +77,8 @@ def to_status(error: RpcError) -> grpc.Status:
         retry_detail.Pack(retry)
         details.append(retry_detail)
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    result: grpc.Status = rpc_status.to_status(status)
-    return result
+    built = rpc_status.to_status(status)
+    return _Status(built.code, built.details, (*built.trailing_metadata, NO_RETRY))
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], error: RpcError) -> NoReturn:

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from rpc_common.channels import balanced_options
 from rpc_common.config import ConfigError
 
 CERT = "GRPC_TLS_CERT_FILE"
@@ -77,8 +78,22 @@ class TlsSettings:
             certificate_chain=self.cert or None,
         )
 
-    def aio_channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-        """An asyncio channel to `target`, over TLS when a CA is configured."""
+    def aio_channel(
+        self,
+        target: str,
+        options: Sequence[tuple[str, Any]] = (),
+        *,
+        health_service: str | None = None,
+    ) -> grpc.aio.Channel:
+        """An asyncio channel to `target`, over TLS when a CA is configured.
+
+        With `health_service` (the service the caller uses, as its health checks name it, e.g.
+        `native1api.vault.v1.VaultService`) the channel balances over every replica `target`
+        names, healthy ones only, and retries calls lost with a broken connection: see
+        `rpc_common.channels` (SPEC §12).
+        """
+        if health_service is not None:
+            options = balanced_options(health_service, options)
         credentials = self.channel_credentials()
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=options)

@@ -54,6 +54,11 @@ def test_values_are_parsed() -> None:
         ("BRIDGE_LISTEN_ADDR", "127.0.0.1:70000"),
         ("GATEWAY_ADDR", "no port"),
         ("VAULT_ADDR", "vault"),
+        ("GATEWAY_ADDR", "127.0.0.1:50052,127.0.0.1:50062"),  # several need ipv4: or dns:
+        ("GATEWAY_ADDR", "ipv4:127.0.0.1:50052,gateway:50062"),
+        ("GATEWAY_ADDR", "http://gateway:50052"),
+        ("VAULT_ADDR", "dns:///vault"),
+        ("VAULT_ADDR", "ipv4:"),
         ("BRIDGE_CORS_ORIGINS", "ftp://x"),
         ("BRIDGE_MAX_BODY_BYTES", "0"),
         ("BRIDGE_MAX_BODY_BYTES", "lots"),
@@ -65,6 +70,19 @@ def test_values_are_parsed() -> None:
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         BridgeSettings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("gateway", "vault"),
+    [
+        ("ipv4:127.0.0.1:50052,127.0.0.1:50062", "ipv4:127.0.0.1:50051,127.0.0.1:50061"),
+        ("dns:///gateway:50052", "dns:///vault:50051"),
+        ("[::1]:50052", "ipv6:[::1]:50051,[::1]:50061"),
+    ],
+)
+def test_targets_may_name_several_replicas(gateway: str, vault: str) -> None:
+    settings = BridgeSettings.from_env({"GATEWAY_ADDR": gateway, "VAULT_ADDR": vault})
+    assert (settings.gateway_addr, settings.vault_addr) == (gateway, vault)
 
 
 # The HTTP edge (SPEC §11) and the metrics listener ------------------------------------------------

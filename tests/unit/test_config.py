@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway_service.config import GatewaySettings
 from rpc_common.config import ConfigError, optional, positive_float, positive_int, secret
 
 
@@ -55,3 +56,30 @@ def test_positive_numbers_reject_bad_values(raw: str) -> None:
 def test_positive_numbers_parse() -> None:
     assert positive_float({"X": "2.5"}, "X", 1.0) == 2.5
     assert positive_int({}, "X", 7) == 7
+
+
+# The gateway's VAULT_ADDR: one vault or several replicas (SPEC §12) ----------------------------
+
+_GATEWAY_ENV = {
+    "FIREBASE_PROJECT_ID": "demo-native1api",
+    "SERVICE_TOKEN": "service-token-0123456789",
+    "CLOUDFLARE_ACCOUNT_ID": "acct",
+    "CLOUDFLARE_API_TOKEN": "cf-token-0123456789",
+}
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["vault:50051", "ipv4:127.0.0.1:50051,127.0.0.1:50061", "dns:///vault:50051", "[::1]:50051"],
+)
+def test_the_gateway_accepts_vault_targets_naming_several_replicas(target: str) -> None:
+    assert GatewaySettings.from_env({**_GATEWAY_ENV, "VAULT_ADDR": target}).vault_addr == target
+    assert GatewaySettings.from_env(_GATEWAY_ENV).vault_addr == "127.0.0.1:50051"
+
+
+@pytest.mark.parametrize(
+    "target", ["vault", "127.0.0.1:50051,127.0.0.1:50061", "http://vault:50051", "ipv4:vault:1"]
+)
+def test_the_gateway_refuses_a_garbage_vault_addr_naming_it(target: str) -> None:
+    with pytest.raises(ConfigError, match="VAULT_ADDR must be a gRPC target"):
+        GatewaySettings.from_env({**_GATEWAY_ENV, "VAULT_ADDR": target})
