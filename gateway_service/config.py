@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gateway_service.limits.settings import LimitsSettings
 from gateway_service.upstream_http import HttpSettings
 from rpc_common.auth import AppCheckSettings, AuthSettings
+from rpc_common.channels import grpc_target
 from rpc_common.config import ConfigError, optional, positive_float, positive_int, secret
 from rpc_common.tls import TlsSettings
 
@@ -31,6 +32,7 @@ class GatewaySettings:
     vault_timeout_seconds: float = 3.0
     #: How long a user's AccessApiKey answer may be reused (0: ask the vault on every request).
     #: Saves and deletes reach the cache at once over the vault's change feed; see vault_client.
+    #: Up to 60 s: with the feed, the TTL is only a backstop.
     vault_cache_seconds: float = 2.0
     metrics_addr: str = ""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
@@ -54,7 +56,7 @@ class GatewaySettings:
             cloudflare_account_id=account,
             cloudflare_api_token=secret(environ, "CLOUDFLARE_API_TOKEN"),
             listen_addr=optional(environ, "GATEWAY_LISTEN_ADDR", "127.0.0.1:50052"),
-            vault_addr=optional(environ, "VAULT_ADDR", "127.0.0.1:50051"),
+            vault_addr=grpc_target(environ, "VAULT_ADDR", "127.0.0.1:50051"),
             workers_ai_base_url=optional(
                 environ, "WORKERS_AI_BASE_URL", "https://api.cloudflare.com/client/v4"
             ).rstrip("/"),
@@ -93,11 +95,15 @@ class GatewaySettings:
         )
 
 
-MAX_VAULT_CACHE_SECONDS = 10.0
+# The cache may be long: it is used only while the vault's change feed is connected, and every
+# save, delete or rewrap, through any vault replica (PostgreSQL NOTIFY), reaches it within
+# milliseconds over that feed; a vault that cannot hear its replicas holds the feed off. The TTL
+# is only the backstop for what no feed can see (a vault replica older than NOTIFY).
+MAX_VAULT_CACHE_SECONDS = 60.0
 
 
 def _cache_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    """0 (off) up to MAX_VAULT_CACHE_SECONDS: the cache is a few seconds at most, by design."""
+    """0 (off) up to MAX_VAULT_CACHE_SECONDS (a backstop; changes arrive over the feed)."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default

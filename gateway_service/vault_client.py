@@ -1,17 +1,22 @@
 """The gateway's one long-lived channel to the vault, asking for the caller's BYOK key.
 
-The answer is cached per user for `cache_seconds` (default 2 s; 0 turns the cache off), and only
-while the vault's change feed (`WatchApiKeyChanges`) is connected:
+The answer is cached per user for `cache_seconds` (default 2 s, at most 60; 0 turns the cache
+off), and only while the vault's change feed (`WatchApiKeyChanges`) is connected:
 
-- every save or delete a vault performs is pushed to its connected gateways, which drop that
-  user's entry and acknowledge; the vault's PutApiKey/DeleteApiKey returns only after that, so a
-  client that saved or deleted a key never gets the old answer from this cache afterwards;
-- when the feed is down (vault restarting, unreachable, an older vault without the RPC), the
-  cache is emptied and not used: every request asks the vault, exactly as without a cache, and
-  a vault that cannot answer still fails the request with UNAVAILABLE;
-- errors are never cached; an answer fetched while any change arrived is not stored;
-- the TTL bounds what the feed cannot see: a write made through another vault replica (several
-  replicas sharing one PostgreSQL database) shows up here after at most `cache_seconds`.
+- every save, delete or rewrap is pushed to the connected gateways by uid hash (`uid_hash`, the
+  same digest as the vault's), whichever vault replica made it (replicas sharing PostgreSQL hear
+  each other through LISTEN/NOTIFY); the gateway drops that user's entry and acknowledges. A
+  vault's PutApiKey/DeleteApiKey returns only after the gateways following that vault did, so a
+  client that saved or deleted a key never gets the old answer from their caches afterwards;
+  gateways following another replica drop it a few milliseconds later;
+- when the feed is down (vault restarting, unreachable, an older vault without the RPC, or a
+  vault that cannot hear the other replicas and so ended or holds its feeds), the cache is
+  emptied and not used: every request asks the vault, exactly as without a cache, and a vault
+  that cannot answer still fails the request with UNAVAILABLE. A feed (re)connecting starts from
+  an empty cache, so changes made while it was down cannot linger;
+- errors are never cached; an answer fetched while any change arrived, or while the feed was
+  (re)connecting, is not stored;
+- the TTL is only a backstop for what no feed can see (a vault replica that predates NOTIFY).
 
 The cache is bounded (`max_entries`, oldest dropped first). It holds the decrypted key of BYOK
 users for at most `cache_seconds`, in the same process that uses it for every request anyway.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from typing import Final
@@ -45,6 +51,13 @@ DEFAULT_CACHE_SECONDS: Final = 2.0
 DEFAULT_CACHE_ENTRIES: Final = 10_000
 _RECONNECT_MIN: Final = 0.2
 _RECONNECT_MAX: Final = 5.0
+_UID_HASH_CHARS: Final = 32
+
+
+def uid_hash(uid: str) -> str:
+    """How the change feed names a user (vault_service.proto `uid_hash`; the vault's
+    `storage.base.uid_hash`): the first 32 hex characters of SHA-256 over the UTF-8 uid."""
+    return hashlib.sha256(uid.encode("utf-8")).hexdigest()[:_UID_HASH_CHARS]
 
 
 class VaultClient:
@@ -68,6 +81,7 @@ class VaultClient:
         self._channel = self._tls.aio_channel(
             address,
             options=(("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)),
+            health_service=vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name,
         )
         self._stub = vault_service_pb2_grpc.VaultServiceStub(self._channel)
         self._address = address
@@ -76,7 +90,7 @@ class VaultClient:
         self._timeout = timeout_seconds
         self._ttl = cache_seconds
         self._max_entries = max_entries
-        self._cache: dict[str, tuple[float, ByokKey | None]] = {}
+        self._cache: dict[str, tuple[float, ByokKey | None]] = {}  # by uid_hash
         self._live = False  # the change feed is connected: cached answers may be used
         self._generation = 0  # bumped by every change and every loss of the feed
         self._watch: asyncio.Task[None] | None = None
@@ -92,19 +106,19 @@ class VaultClient:
         return self._live
 
     async def byok_key(self, caller: Caller) -> ByokKey | None:
-        uid = caller.uid
+        key = uid_hash(caller.uid) if self._ttl > 0 else ""
         if self._live:
-            entry = self._cache.get(uid)
+            entry = self._cache.get(key)
             if entry is not None:
                 if entry[0] > time.monotonic():
                     return entry[1]
-                del self._cache[uid]
+                del self._cache[key]
         generation = self._generation
         answer = await self._fetch(caller)
         if self._live and generation == self._generation:
             if len(self._cache) >= self._max_entries:
                 del self._cache[next(iter(self._cache))]  # the oldest entry
-            self._cache[uid] = (time.monotonic() + self._ttl, answer)
+            self._cache[key] = (time.monotonic() + self._ttl, answer)
         return answer
 
     async def _fetch(self, caller: Caller) -> ByokKey | None:
@@ -136,7 +150,9 @@ class VaultClient:
         # A channel of its own (and its own subchannels): while the vault is down, this one's
         # reconnect backoff must not make AccessApiKey calls fail fast on the shared connection.
         channel = self._tls.aio_channel(
-            self._address, options=(("grpc.use_local_subchannel_pool", 1),)
+            self._address,
+            options=(("grpc.use_local_subchannel_pool", 1),),
+            health_service=vault_service_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name,
         )
         stub = vault_service_pb2_grpc.VaultServiceStub(channel)
         delay = _RECONNECT_MIN
@@ -149,12 +165,21 @@ class VaultClient:
                         if not isinstance(change, vault_service_pb2.WatchApiKeyChangesResponse):
                             break  # EOF: the vault ended the feed
                         if change.seq == 0:
+                            # Start from empty: nothing fetched before this point may be stored
+                            # (it was read while no change could reach this cache).
+                            self._generation += 1
+                            self._cache.clear()
                             self._live = True
                             delay = _RECONNECT_MIN
                             _LOGGER.debug("vault change feed connected: caching vault answers")
                             continue
                         self._generation += 1
-                        self._cache.pop(change.uid, None)
+                        # uid: a vault older than uid_hash; neither: drop everything.
+                        key = change.uid_hash or (uid_hash(change.uid) if change.uid else "")
+                        if key:
+                            self._cache.pop(key, None)
+                        else:
+                            self._cache.clear()
                         await call.write(
                             vault_service_pb2.WatchApiKeyChangesRequest(ack=change.seq)
                         )

@@ -5,6 +5,10 @@ Each row is handled on its own: read, re-seal in memory (plaintext never leaves 
 swap fails and the row is read again: a new value sealed under the current KEK is left alone, a
 new value under an old KEK (an un-upgraded replica) is re-sealed, a deleted row stays deleted.
 Nothing is ever written over a value this job did not read.
+
+Each successful swap is announced like any write (PostgreSQL NOTIFY, see `storage.postgres`), so
+every vault replica tells its gateways to drop that user's cached answer; on SQLite there is no
+other process to tell, and a re-sealed key decrypts to the same answer anyway.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from native1api.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
 from rpc_common.auth import AppCheck, AppCheckVerifier, TokenVerifier, app_check_counter
 from rpc_common.serve import Serving, bind_server, serve_until_signal
+from vault_service.change_feed import ChangeFeed
 from vault_service.config import VaultSettings
 from vault_service.crypto import KeyRing
 from vault_service.provider_check import ProviderKeyChecker
@@ -33,6 +34,8 @@ class VaultApp:
     registry: CollectorRegistry | None = None
     """The vault's Prometheus series (App Check counts), served on VAULT_METRICS_ADDR."""
     app_check: AppCheck | None = None
+    feed: ChangeFeed | None = None
+    """The change feed behind WatchApiKeyChanges (`feed.live`: gateways may cache)."""
 
     async def aclose(self) -> None:
         await self.resources.aclose()
@@ -95,10 +98,13 @@ async def build_vault(
             settings.listen_addr, register, [SERVICE_NAME], settings.tls.server_credentials()
         )
         serving.on_stopping.append(servicer.feed.close)
+        # Hear other replicas' writes (PostgreSQL LISTEN; stops with store.close), or claim the
+        # SQLite file for this vault. Returns once the first attempt to listen is over.
+        await store.follow_changes(servicer.feed)
     except BaseException:
         await resources.aclose()
         raise
-    return VaultApp(serving, store, keyring, resources, registry, app_check)
+    return VaultApp(serving, store, keyring, resources, registry, app_check, servicer.feed)
 
 
 async def serve(settings: VaultSettings) -> None:

@@ -20,6 +20,7 @@ from vault_service.crypto import KeyRing
 from vault_service.errors import DecryptionError, StorageUnavailableError
 from vault_service.provider_check import ProviderKeyChecker
 from vault_service.storage import KeyStore, StoredKey
+from vault_service.storage.base import uid_hash
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
             await self._checker.check(provider, request.api_key)
         blob = self._keyring.seal(caller.uid, provider, request.api_key)
         row = await self._store.put(caller.uid, provider, blob)
-        await self.feed.publish(caller.uid)  # no gateway cache holds the old answer after this
+        # No gateway following this vault holds the old answer after this; gateways following
+        # other replicas hear of it through the store (PostgreSQL NOTIFY), see change_feed.
+        await self.feed.publish(uid_hash(caller.uid), uid=caller.uid)
         return vault_service_pb2.PutApiKeyResponse(status=_status(row))
 
     @unary_errors
@@ -117,7 +120,7 @@ class VaultServicer(vault_service_pb2_grpc.VaultServiceServicer):
         await require_app_check(context, self._app_check)
         deleted = await self._store.delete(caller.uid)
         if deleted:
-            await self.feed.publish(caller.uid)
+            await self.feed.publish(uid_hash(caller.uid), uid=caller.uid)
         return vault_service_pb2.DeleteApiKeyResponse(deleted=deleted)
 
     @unary_errors

@@ -143,7 +143,7 @@ async def test_feed_waits_for_acks_and_cuts_a_silent_watcher() -> None:
 
     publish = asyncio.create_task(feed.publish("hana"))
     change = await anext(stream)
-    assert (change.seq, change.uid) == (1, "hana")
+    assert (change.seq, change.uid_hash) == (1, "hana")
     await asyncio.sleep(0.05)
     assert not publish.done()  # waiting for the ack
     acks.put_nowait(vault_service_pb2.WatchApiKeyChangesRequest(ack=1))
@@ -152,7 +152,7 @@ async def test_feed_waits_for_acks_and_cuts_a_silent_watcher() -> None:
     # No ack: the write returns after the timeout and the watcher is cut off.
     started = asyncio.get_running_loop().time()
     publish = asyncio.create_task(feed.publish("ivan"))
-    assert (await anext(stream)).uid == "ivan"
+    assert (await anext(stream)).uid_hash == "ivan"
     await asyncio.wait_for(publish, 1)
     assert asyncio.get_running_loop().time() - started >= 0.2
     with pytest.raises(Exception, match="change feed"):
@@ -161,13 +161,15 @@ async def test_feed_waits_for_acks_and_cuts_a_silent_watcher() -> None:
     await feed.publish("nobody-listens")  # returns at once
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("", 2.0), ("0", 0.0), ("0.5", 0.5), ("10", 10.0)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("", 2.0), ("0", 0.0), ("0.5", 0.5), ("10", 10.0), ("60", 60.0)]
+)
 def test_cache_seconds_setting(raw: str, expected: float) -> None:
     env = {**_GATEWAY_ENV, "GATEWAY_VAULT_CACHE_SECONDS": raw}
     assert GatewaySettings.from_env(env).vault_cache_seconds == expected
 
 
-@pytest.mark.parametrize("raw", ["-1", "11", "soon"])
+@pytest.mark.parametrize("raw", ["-1", "61", "soon"])
 def test_cache_seconds_setting_refuses_nonsense(raw: str) -> None:
     env = {**_GATEWAY_ENV, "GATEWAY_VAULT_CACHE_SECONDS": raw}
     with pytest.raises(ConfigError, match="GATEWAY_VAULT_CACHE_SECONDS"):

@@ -12,7 +12,7 @@ from tests.vault.conftest import Rings
 from vault_service.errors import DecryptionError
 from vault_service.rewrap import RewrapReport, rewrap_all
 from vault_service.storage import KeyStore, StoredKey
-from vault_service.storage.base import DEFAULT_BATCH_SIZE
+from vault_service.storage.base import DEFAULT_BATCH_SIZE, ChangeListener
 
 PROVIDER = "openrouter"
 
@@ -100,6 +100,9 @@ class RacingStore:
 
     async def get_or_create_salt(self) -> bytes:
         return await self.inner.get_or_create_salt()
+
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        await self.inner.follow_changes(listener)
 
     async def close(self) -> None:
         await self.inner.close()

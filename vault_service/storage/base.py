@@ -9,11 +9,17 @@ Schema (identical on both backends; SQL types differ only where the dialects do)
 
 One row per user: a user has at most one BYOK key, and saving replaces it. `blob` is a sealed
 record from `vault_service.crypto`; the store never sees a plaintext key.
+
+Key changes (SPEC §12): every put, delete and successful compare-and-swap is announced to the
+other processes using the same database, so each vault can tell its gateways to drop a cached
+answer. PostgreSQL does it with NOTIFY, in the write's own statement (see `storage.postgres`);
+SQLite is single-replica and only warns when a second vault serves the same file.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +38,30 @@ MAX_UID_CHARS: Final = 128
 MAX_PROVIDER_CHARS: Final = 64
 MAX_BLOB_BYTES: Final = 64 * 1024
 DEFAULT_BATCH_SIZE: Final = 500
+UID_HASH_CHARS: Final = 32
+
+
+def uid_hash(uid: str) -> str:
+    """How key changes name a user: the first 32 hex characters of SHA-256 over the UTF-8 uid.
+
+    The same digest as the gateway's request log (`uid_hash=`, its first 16 characters), so a
+    change can be matched with log lines. Not a secret and not a key; it only keeps the uid itself
+    out of database notifications. The gateway computes it the same way (`vault_client`).
+    """
+    return hashlib.sha256(uid.encode("utf-8")).hexdigest()[:UID_HASH_CHARS]
+
+
+class ChangeListener(Protocol):
+    """Told about key changes made by other processes sharing the database (`follow_changes`)."""
+
+    def on_change(self, uid_hash: str) -> None:
+        """Another process saved, deleted or re-sealed the key of the user with this hash."""
+
+    def on_lost(self) -> None:
+        """Changes made elsewhere may go unheard from now on (e.g. the database connection died)."""
+
+    def on_synced(self) -> None:
+        """Changes made elsewhere are heard again; any made before this call may have been missed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +106,16 @@ class KeyStore(Protocol):
 
     async def get_or_create_salt(self) -> bytes:
         """The deployment's KDF salt, created on first call; every replica gets the same bytes."""
+        ...
+
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        """Tell `listener` about writes other processes make, until `close` (a serving vault).
+
+        Writes made through this store object are not reported back: its caller publishes them.
+        PostgreSQL: LISTENs on a dedicated connection, reconnecting with backoff; `on_lost` first,
+        then `on_synced` once listening (returns after the first attempt). SQLite: nothing to
+        hear (one replica); warns if another vault process already follows the same file.
+        """
         ...
 
     async def close(self) -> None:

@@ -3,11 +3,18 @@
 All statements run on a single-thread executor that owns the connection, so the event loop never
 blocks on disk and no two statements of this process interleave. Other processes (a second vault,
 the rewrap command) are serialised by SQLite's own locking plus a busy timeout.
+
+A SQLite vault is single-replica: nothing tells it about writes another process makes, so the
+gateways following one vault would not hear of a key saved through a second one. A serving vault
+(`follow_changes`) holds an exclusive `flock` on `<file>.lock` for its life and warns at start-up
+when another process holds it already. The kernel drops the lock when its holder exits, however
+it exits, so a crash leaves no false alarm behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import os
@@ -24,6 +31,7 @@ from vault_service.storage.base import (
     META_SCHEMA_VERSION,
     SALT_LEN,
     SCHEMA_VERSION,
+    ChangeListener,
     PagedKeyStore,
     StoredKey,
     check_blob,
@@ -166,6 +174,7 @@ class SqliteKeyStore(PagedKeyStore):
         self._executor = executor
         self._closed = False
         self.path = path
+        self._replica_lock: int | None = None  # fd of `<file>.lock` once serving
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> SqliteKeyStore:
@@ -237,13 +246,46 @@ class SqliteKeyStore(PagedKeyStore):
     async def get_or_create_salt(self) -> bytes:
         return check_salt(await self._run(_salt, os.urandom(SALT_LEN)))
 
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        """Nothing to hear from other processes (single replica); claims the file for this vault."""
+        if self._replica_lock is None:
+            self._replica_lock = _claim_single_replica(self.path)
+
     async def close(self) -> None:
+        if self._replica_lock is not None:
+            os.close(self._replica_lock)  # releases the flock
+            self._replica_lock = None
         if self._closed:
             return
         self._closed = True
         # Queued after any statement still in flight, on the thread that owns the connection.
         await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
         self._executor.shutdown(wait=True)
+
+
+def _claim_single_replica(path: str) -> int | None:
+    """Take `<path>.lock` exclusively and return its fd, or warn and return None if another
+    process (a second vault on the same file) holds it."""
+    lock_path = f"{path}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        _LOGGER.warning(
+            "another vault process is serving the SQLite database %s (it holds %s): a SQLite "
+            "vault is single-replica, keys saved through one are not pushed to the gateways "
+            "following the other, whose caches may serve the old answer for up to "
+            "GATEWAY_VAULT_CACHE_SECONDS; run one vault per SQLite file, or PostgreSQL for "
+            "several",
+            path,
+            lock_path,
+        )
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:

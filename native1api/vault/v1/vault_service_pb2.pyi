@@ -222,25 +222,34 @@ Global___WatchApiKeyChangesRequest: _TypeAlias = WatchApiKeyChangesRequest  # no
 
 @_typing.final
 class WatchApiKeyChangesResponse(_message.Message):
-    """WatchApiKeyChangesResponse names a user whose key was saved or deleted."""
+    """WatchApiKeyChangesResponse names a user whose key was saved, deleted or re-sealed."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
+    UID_HASH_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    """seq numbers the changes on this stream from 1; the first message has seq 0 and no uid."""
+    """seq numbers the changes on this stream from 1; the first message has seq 0 and no user."""
     uid: _builtins.str
-    """uid is the user (the ID token's `sub`) whose key changed."""
+    """uid is the user (the ID token's `sub`) whose key changed, set only for changes made through
+    this vault, for gateways older than `uid_hash`. Deprecated: read `uid_hash`.
+    """
+    uid_hash: _builtins.str
+    """uid_hash names the user whose key changed: the first 32 characters of the lowercase hex
+    SHA-256 of the UTF-8 uid (the gateway's request log shows the first 16). Always set when
+    seq > 0. A message with seq > 0 and neither field set means "drop every cached answer".
+    """
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
         uid: _builtins.str = ...,
+        uid_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "uid", b"uid", "uid_hash", b"uid_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,11 +105,16 @@ class VaultServiceServicer:
 
     def WatchApiKeyChanges(self, request_iterator, context):
         """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
-        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
-        delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
-        saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
-        dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
-        connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save,
+        delete or rewrap has made stale: the vault first sends `seq = 0` (the feed is live: start from
+        an empty cache), then one message per changed key naming its user by `uid_hash`, whichever
+        vault replica made the change (replicas sharing PostgreSQL hear each other's writes). The
+        gateway answers each with `ack = seq` once it has dropped what it cached for that user.
+        PutApiKey/DeleteApiKey return only after every gateway connected to the vault that served them
+        has acknowledged (a gateway that does not within a second is disconnected); gateways following
+        another replica are told within milliseconds, without holding up the write. While a vault
+        cannot hear the other replicas (its database connection is down) it ends every feed and holds
+        new ones before `seq = 0` until it hears them again, so no gateway caches in the meantime.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

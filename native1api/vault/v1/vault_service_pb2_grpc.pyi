@@ -53,11 +53,16 @@ class VaultServiceStub:
     """
     WatchApiKeyChanges: _grpc.StreamStreamMultiCallable[_vault_service_pb2.WatchApiKeyChangesRequest, _vault_service_pb2.WatchApiKeyChangesResponse]
     """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
-    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
-    delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
-    saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
-    dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
-    connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save,
+    delete or rewrap has made stale: the vault first sends `seq = 0` (the feed is live: start from
+    an empty cache), then one message per changed key naming its user by `uid_hash`, whichever
+    vault replica made the change (replicas sharing PostgreSQL hear each other's writes). The
+    gateway answers each with `ack = seq` once it has dropped what it cached for that user.
+    PutApiKey/DeleteApiKey return only after every gateway connected to the vault that served them
+    has acknowledged (a gateway that does not within a second is disconnected); gateways following
+    another replica are told within milliseconds, without holding up the write. While a vault
+    cannot hear the other replicas (its database connection is down) it ends every feed and holds
+    new ones before `seq = 0` until it hears them again, so no gateway caches in the meantime.
     """
 
 @_typing.type_check_only
@@ -85,11 +90,16 @@ class VaultServiceAsyncStub(VaultServiceStub):
     """
     WatchApiKeyChanges: _aio.StreamStreamMultiCallable[_vault_service_pb2.WatchApiKeyChangesRequest, _vault_service_pb2.WatchApiKeyChangesResponse]  # type: ignore[assignment]
     """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
-    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
-    delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
-    saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
-    dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
-    connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+    token). It lets the gateway cache AccessApiKey answers without ever serving one that a save,
+    delete or rewrap has made stale: the vault first sends `seq = 0` (the feed is live: start from
+    an empty cache), then one message per changed key naming its user by `uid_hash`, whichever
+    vault replica made the change (replicas sharing PostgreSQL hear each other's writes). The
+    gateway answers each with `ack = seq` once it has dropped what it cached for that user.
+    PutApiKey/DeleteApiKey return only after every gateway connected to the vault that served them
+    has acknowledged (a gateway that does not within a second is disconnected); gateways following
+    another replica are told within milliseconds, without holding up the write. While a vault
+    cannot hear the other replicas (its database connection is down) it ends every feed and holds
+    new ones before `seq = 0` until it hears them again, so no gateway caches in the meantime.
     """
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,11 +154,16 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_vault_service_pb2.WatchApiKeyChangesResponse], _abc.AsyncIterator[_vault_service_pb2.WatchApiKeyChangesResponse]]:
         """WatchApiKeyChanges is reserved for the gateway (`x-service-token` as for AccessApiKey; no ID
-        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save or
-        delete has made stale: the vault first sends `seq = 0` (the feed is live), then one message per
-        saved or deleted key naming its user. The gateway answers each with `ack = seq` once it has
-        dropped what it cached for that user, and PutApiKey/DeleteApiKey return only after every
-        connected gateway has acknowledged (a gateway that does not within a second is disconnected).
+        token). It lets the gateway cache AccessApiKey answers without ever serving one that a save,
+        delete or rewrap has made stale: the vault first sends `seq = 0` (the feed is live: start from
+        an empty cache), then one message per changed key naming its user by `uid_hash`, whichever
+        vault replica made the change (replicas sharing PostgreSQL hear each other's writes). The
+        gateway answers each with `ack = seq` once it has dropped what it cached for that user.
+        PutApiKey/DeleteApiKey return only after every gateway connected to the vault that served them
+        has acknowledged (a gateway that does not within a second is disconnected); gateways following
+        another replica are told within milliseconds, without holding up the write. While a vault
+        cannot hear the other replicas (its database connection is down) it ends every feed and holds
+        new ones before `seq = 0` until it hears them again, so no gateway caches in the meantime.
         """
 
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
