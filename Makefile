@@ -11,7 +11,7 @@ LOCKS := requirements/runtime.lock requirements/dev.lock
 PROTOS := $(shell find protos -name '*.proto' | sort)
 USER ?= alice
 
-.PHONY: help install lock lock-check proto proto-check lint format check test test-all run token clean bench bench-soak
+.PHONY: help install lock lock-check proto proto-check lint format check test test-all run run-replicas token clean bench bench-soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ test: $(STAMP) $(EMULATOR_MODULES) ## Run the whole test suite (installs the pin
 
 run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-C stops).
 	$(PY) -m devstack
+
+run-replicas: $(STAMP) ## 2 bridges + 2 gateways + 2 vaults on local PostgreSQL and Redis, one URL (Ctrl-C stops).
+	$(PY) -m devstack --replicas
 
 token: $(STAMP) ## Print a dev ID token for the local stack: make token USER=alice
 	@$(PY) -m devstack.token "$(USER)"

@@ -5,99 +5,48 @@ Starts the vault, the gateway and the REST bridge as child processes with SQLite
 (`config/limits.toml`, kept in the gateway's process: one replica needs no Redis) and, when no
 Cloudflare credentials are set, the local Workers AI stand-in. Ctrl-C stops everything; a child
 that dies stops the rest.
+
+`python -m devstack --replicas` (what `make run-replicas` calls) starts two of each instead, on
+PostgreSQL and Redis, behind one round-robin front: see `devstack.replicas`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-import os
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
-from devstack.secrets import ensure_secret
-
-DATA = Path("data")
-# The shipped limits file, found from the code rather than the working directory.
-LIMITS_FILE = Path(__file__).resolve().parents[1] / "config" / "limits.toml"
-READY_TIMEOUT_SECONDS = 60.0
-STANDIN_PORT = int(os.environ.get("WORKERS_AI_STANDIN_PORT", "8787"))
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"[devstack] {message}\n")
-    sys.stderr.flush()
+from devstack.stack import (
+    READY_TIMEOUT_SECONDS,
+    STANDIN_PORT,
+    Child,
+    common_env,
+    ready,
+    say,
+    standin_child,
+    stop,
+)
 
 
 def _env() -> tuple[dict[str, str], bool]:
     """The children's environment, and whether the Workers AI stand-in is needed."""
-    # An empty variable counts as unset, as it does for the services themselves.
-    env = {key: value for key, value in os.environ.items() if value}
-    env.setdefault("FIREBASE_PROJECT_ID", "demo-native1api")
-    env.setdefault("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    env, standin = common_env()
     env.setdefault("VAULT_DATABASE_URL", "sqlite:///data/vault.db")
-    if "VAULT_MASTER_KEY" not in env:
-        env.setdefault("VAULT_MASTER_KEY_FILE", str(ensure_secret(DATA / "master.key")))
-    if "SERVICE_TOKEN" not in env:
-        env.setdefault("SERVICE_TOKEN_FILE", str(ensure_secret(DATA / "service.token")))
-    if "LIMITS_FILE" not in env:
-        if LIMITS_FILE.is_file():
-            env["LIMITS_FILE"] = str(LIMITS_FILE)
-        else:
-            _say(f"{LIMITS_FILE} is missing; starting without limits")
-    standin = not (env.get("CLOUDFLARE_ACCOUNT_ID") and env.get("CLOUDFLARE_API_TOKEN"))
-    if standin:
-        token_path = ensure_secret(DATA / "workers-ai-standin.token", 24)
-        env["CLOUDFLARE_ACCOUNT_ID"] = "local-standin"
-        env["CLOUDFLARE_API_TOKEN"] = token_path.read_text(encoding="utf-8").strip()
-        env["WORKERS_AI_BASE_URL"] = f"http://127.0.0.1:{STANDIN_PORT}/client/v4"
     return env, standin
 
 
 def _children(env: dict[str, str], standin: bool) -> list[Child]:
-    py = sys.executable
     children: list[Child] = []
     if standin:
-        children.append(
-            Child(
-                "workers-ai-standin",
-                [
-                    py,
-                    "-m",
-                    "fakes",
-                    "workers-ai",
-                    "--port",
-                    str(STANDIN_PORT),
-                    "--token",
-                    env["CLOUDFLARE_API_TOKEN"],
-                ],
-            )
-        )
+        children.append(standin_child(env))
     for module in ("vault_service", "gateway_service", "rest_bridge"):
         if importlib.util.find_spec(f"{module}.__main__") is None:
-            _say(f"{module} is not built yet; starting without it")
+            say(f"{module} is not built yet; starting without it")
             continue
-        children.append(Child(module, [py, "-m", module]))
+        children.append(Child(module, module))
     return children
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own http URL)
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _banner(env: dict[str, str], standin: bool) -> None:
@@ -141,18 +90,10 @@ def _banner(env: dict[str, str], standin: bool) -> None:
 
 def _stop(children: list[Child], grace_seconds: float = 15.0) -> None:
     # Stop in reverse start order: the bridge drains first, the vault last.
-    for child in reversed(children):
-        if child.process and child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(grace_seconds)
-            except subprocess.TimeoutExpired:
-                _say(f"{child.name} did not stop in {grace_seconds:.0f} s; killing it")
-                child.process.kill()
-                child.process.wait()
+    stop([[child] for child in reversed(children)], grace_seconds)
 
 
-def main() -> int:
+def run_single() -> int:
     env, standin = _env()
     children = _children(env, standin)
     stopping = False
@@ -164,9 +105,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     for child in children:
-        # A new session: Ctrl-C reaches only us, and we stop children in order.
-        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)  # noqa: S603 (our own argv)
-        _say(f"started {child.name} (pid {child.process.pid})")
+        child.start(env)
+        assert child.process is not None
+        say(f"started {child.name} (pid {child.process.pid})")
     ready_url = f"http://{env.get('BRIDGE_LISTEN_ADDR', '127.0.0.1:8080')}/readyz"
     announced = False
     started = time.monotonic()
@@ -175,26 +116,45 @@ def main() -> int:
         dead = next((c for c in children if c.process and c.process.poll() is not None), None)
         if dead is not None:
             assert dead.process is not None
-            _say(
+            say(
                 f"{dead.name} exited with status {dead.process.returncode}; stopping the others. "
                 "Its log lines above say why."
             )
             code = 1
             break
         if not announced:
-            if _ready(ready_url):
+            if ready(ready_url):
                 _banner(env, standin)
                 announced = True
             elif time.monotonic() - started > READY_TIMEOUT_SECONDS:
-                _say(
+                say(
                     f"the stack is not ready after {READY_TIMEOUT_SECONDS:.0f} s; see the logs above"
                 )
                 code = 1
                 break
         time.sleep(0.2)
-    _say("stopping")
+    say("stopping")
     _stop(children)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="The whole Native1API stack on this machine, with dev defaults.",
+    )
+    parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help="two bridges, gateways and vaults on PostgreSQL and Redis behind one round-robin "
+        "front (make run-replicas)",
+    )
+    args = parser.parse_args(argv)
+    if args.replicas:
+        from devstack.replicas import run_replicas
+
+        return run_replicas()
+    return run_single()
 
 
 if __name__ == "__main__":

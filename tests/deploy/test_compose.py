@@ -15,6 +15,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,6 +34,17 @@ from vault_service.config import VaultSettings
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 OUR_SERVICES = {"vault": "vault_service", "gateway": "gateway_service", "bridge": "rest_bridge"}
+# The `replicas` profile (SPEC §12): its own copy of each service, and the role each one plays.
+REPLICAS_PROFILE = "replicas"
+REPLICA_ROLES = {
+    "vault-replicas": "vault",
+    "gateway-replicas": "gateway",
+    "bridge-replicas": "bridge",
+    "postgres-replicas": "postgres",
+    "redis-replicas": "redis",
+    "lb": "lb",
+}
+REPLICA_SERVICES = {name: role for name, role in REPLICA_ROLES.items() if role in OUR_SERVICES}
 # Variables compose itself interpolates (never passed to our processes).
 COMPOSE_ONLY = {"BRIDGE_PORT"}
 # What an operator must keep from everyone else (SPEC §11), and who may hold each. A `NAME_FILE`
@@ -107,6 +119,17 @@ ALL_READ = set().union(*READ_BY.values())
 def _service(name: str) -> dict[str, Any]:
     service: dict[str, Any] = COMPOSE["services"][name]
     return service
+
+
+def _role(name: str) -> str:
+    """What a service is (a replicas-profile service plays the role of a default one)."""
+    return REPLICA_ROLES.get(name, name)
+
+
+def _in_profile(name: str, profile: str | None) -> bool:
+    """Whether a service runs with `profile` (None: the default stack, no profile at all)."""
+    profiles = _service(name).get("profiles", [])
+    return not profiles if profile is None else profile in profiles
 
 
 def _is_secret(variable: str) -> bool:
@@ -204,10 +227,10 @@ def test_one_image_for_all_services() -> None:
     assert images == {"native1api:latest"}
 
 
-@pytest.mark.parametrize("name", sorted(OUR_SERVICES))
+@pytest.mark.parametrize("name", sorted([*OUR_SERVICES, *REPLICA_SERVICES]))
 def test_environment_is_read_by_the_service(name: str) -> None:
     for variable in _service(name).get("environment", {}):
-        assert variable in READ_BY[name], f"{name} sets {variable}, which it never reads"
+        assert variable in READ_BY[_role(name)], f"{name} sets {variable}, which it never reads"
 
 
 def test_env_example_lists_only_variables_the_services_read() -> None:
@@ -221,14 +244,21 @@ def test_env_example_lists_only_variables_the_services_read() -> None:
     assert not {name for name in names if _is_secret(name)}
 
 
-@pytest.mark.parametrize("name", [*sorted(OUR_SERVICES), "postgres", "redis"])
+@pytest.mark.parametrize(
+    "name", [*sorted(OUR_SERVICES), "postgres", "redis", *sorted(REPLICA_ROLES)]
+)
 def test_env_files_are_templated_and_hold_only_what_their_readers_read(name: str) -> None:
-    readers = {**READ_BY, "postgres": {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE"}}
+    readers = {
+        **READ_BY,
+        "postgres": {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE"},
+        "redis": set(),
+        "lb": set(),
+    }
     for env_file in _env_files(name):
         assert env_file.startswith("secrets/") and env_file.endswith(".env")
         template = _template(env_file)
         assert template.is_file(), f"{env_file} has no committed template {template.name}"
-        extra = _names(template) - readers[name]
+        extra = _names(template) - readers[_role(name)]
         assert not extra, f"{env_file} reaches {name}, which never reads {extra}"
 
 
@@ -245,7 +275,7 @@ def test_each_process_receives_only_its_own_secrets() -> None:
         for variable in sorted(_received(name)):
             if _is_secret(variable):
                 holders = SECRETS[variable.removesuffix("_FILE")]
-                assert name in holders, f"{name} receives {variable}, a secret of {holders}"
+                assert _role(name) in holders, f"{name} receives {variable}, a secret of {holders}"
     assert {
         "VAULT_MASTER_KEY",
         "VAULT_PREVIOUS_MASTER_KEYS",
@@ -278,7 +308,7 @@ def test_the_bridge_gets_no_secret_at_all() -> None:
         assert not {n for n in names if _is_secret(n)}
 
 
-@pytest.mark.parametrize("name", sorted(OUR_SERVICES))
+@pytest.mark.parametrize("name", sorted([*OUR_SERVICES, *REPLICA_SERVICES]))
 def test_services_start_from_what_compose_and_the_templates_give_them(name: str) -> None:
     env = _runtime_env(name)
     loaders: dict[str, Callable[[Mapping[str, str]], object]] = {
@@ -286,9 +316,9 @@ def test_services_start_from_what_compose_and_the_templates_give_them(name: str)
         "gateway": GatewaySettings.from_env,
         "bridge": BridgeSettings.from_env,
     }
-    if name == "gateway":
+    if _role(name) == "gateway":
         env["LIMITS_FILE"] = str(_limits_file_in_repo())  # the image's path, on this machine
-    loaders[name](env)
+    loaders[_role(name)](env)
 
 
 def test_firebase_project_is_required_from_dot_env() -> None:
@@ -312,8 +342,10 @@ def test_addresses_and_ports_agree() -> None:
     assert gateway_env["VAULT_ADDR"] == f"vault:{vault_port}"
     assert bridge_env["VAULT_ADDR"] == f"vault:{vault_port}"
     assert bridge_env["GATEWAY_ADDR"] == f"gateway:{gateway_port}"
-    # Only the bridge is published, on its own listen port.
-    assert [name for name in COMPOSE["services"] if "ports" in _service(name)] == ["bridge"]
+    # Only the bridge is published, on its own listen port (in the replicas profile, only lb).
+    published = [name for name in COMPOSE["services"] if "ports" in _service(name)]
+    assert [name for name in published if _in_profile(name, None)] == ["bridge"]
+    assert [name for name in published if _in_profile(name, REPLICAS_PROFILE)] == ["lb"]
     (published,) = _service("bridge")["ports"]
     assert published.rsplit(":", 1)[1] == _port(bridge_env["BRIDGE_LISTEN_ADDR"])
     # Healthchecks probe the service's own port.
@@ -383,8 +415,12 @@ def test_no_metrics_port_is_published() -> None:
         for name in COMPOSE["services"]
         for _, container in _published(_service(name))
     }
-    # The bridge's API port is the only one published, in every configuration.
-    assert published == {("bridge", _port(bridge_env["BRIDGE_LISTEN_ADDR"]))}
+    # The bridge's API port is the only one published, in every configuration (the replicas
+    # profile publishes its load balancer's, which carries the bridges' API and nothing else).
+    assert published == {
+        ("bridge", _port(bridge_env["BRIDGE_LISTEN_ADDR"])),
+        ("lb", _port(bridge_env["BRIDGE_LISTEN_ADDR"])),
+    }
     for name, service in COMPOSE["services"].items():
         assert service.get("network_mode") != "host", f"{name} would bind the host's interfaces"
         settings = dict(service.get("environment", {}))
@@ -561,3 +597,208 @@ def test_gateway_accepts_the_compose_limits_settings() -> None:
     settings = LimitsSettings.from_env(env)
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.tiers.source == env["LIMITS_FILE"]
+
+
+# -- the replicas profile: two of each behind a load balancer (SPEC §12) ----------------------
+
+NGINX_CONF = REPO / "deploy" / "nginx-replicas.conf"
+
+
+def _profile(profile: str | None) -> set[str]:
+    return {name for name in COMPOSE["services"] if _in_profile(name, profile)}
+
+
+def _depends(name: str) -> set[str]:
+    return set(_service(name).get("depends_on", {}))
+
+
+def _started_with(name: str) -> set[str]:
+    """What `docker compose up NAME` starts: NAME and everything it depends on."""
+    started: set[str] = set()
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        if current not in started:
+            started.add(current)
+            pending.extend(_depends(current))
+    return started
+
+
+def _aliases() -> dict[str, str]:
+    """Name on the replicas network -> the service answering to it."""
+    aliases: dict[str, str] = {}
+    for name in _profile(REPLICAS_PROFILE):
+        networks = _service(name)["networks"]
+        if isinstance(networks, dict):
+            for alias in networks[REPLICAS_PROFILE].get("aliases", []):
+                assert alias not in aliases, f"{alias} names both {aliases[alias]} and {name}"
+                aliases[alias] = name
+    return aliases
+
+
+def test_replicas_profile_is_a_stack_of_its_own_started_through_lb() -> None:
+    assert _profile(REPLICAS_PROFILE) == set(REPLICA_ROLES)
+    # `docker compose --profile replicas up -d lb` starts the whole profile and nothing else.
+    assert _started_with("lb") == set(REPLICA_ROLES)
+    # The default stack (and the postgres profile) neither joins the profile's network nor
+    # waits for any of its services.
+    for name in _profile(None) | _profile("postgres"):
+        assert "networks" not in _service(name), name
+        assert not _depends(name) & set(REPLICA_ROLES), name
+    # Every profile service is on the replicas network only, answering to the default names.
+    assert REPLICAS_PROFILE in COMPOSE["networks"]
+    for name in REPLICA_ROLES:
+        networks = _service(name)["networks"]
+        assert list(networks) == [REPLICAS_PROFILE], name
+    assert _aliases() == {role: name for name, role in REPLICA_ROLES.items() if name != "lb"}
+
+
+def test_replicas_profile_runs_two_of_each_with_the_default_services_settings() -> None:
+    differences: dict[str, set[str]] = {}
+    for name, role in REPLICA_SERVICES.items():
+        replica, default = _service(name), _service(role)
+        assert replica["deploy"]["replicas"] == 2, name
+        for key in ("image", "command", "healthcheck", "restart", "stop_grace_period"):
+            assert replica[key] == default[key], f"{name} {key}"
+        assert _env_files(name) == _env_files(role)
+        assert "ports" not in replica
+        env, default_env = replica["environment"], default["environment"]
+        differences[name] = {k for k in {*env, *default_env} if env.get(k) != default_env.get(k)}
+    # Only the addresses of what they call differ: every replica of it.
+    assert differences == {
+        "vault-replicas": set(),
+        "gateway-replicas": {"VAULT_ADDR"},
+        "bridge-replicas": {"GATEWAY_ADDR", "VAULT_ADDR"},
+    }
+
+
+def test_replicas_clients_reach_every_replica_through_dns_targets() -> None:
+    vault_env = _service("vault-replicas")["environment"]
+    gateway_env = _service("gateway-replicas")["environment"]
+    bridge_env = _service("bridge-replicas")["environment"]
+    vault_port = _port(vault_env["VAULT_LISTEN_ADDR"])
+    gateway_port = _port(gateway_env["GATEWAY_LISTEN_ADDR"])
+    # dns:/// targets: gRPC asks compose's DNS, which answers with every replica's address.
+    assert gateway_env["VAULT_ADDR"] == f"dns:///vault:{vault_port}"
+    assert bridge_env["VAULT_ADDR"] == f"dns:///vault:{vault_port}"
+    assert bridge_env["GATEWAY_ADDR"] == f"dns:///gateway:{gateway_port}"
+    aliases = _aliases()
+    assert aliases["vault"] == "vault-replicas"
+    assert aliases["gateway"] == "gateway-replicas"
+    # The services accept such targets.
+    assert BridgeSettings.from_env(_runtime_env("bridge-replicas")).gateway_addr == (
+        f"dns:///gateway:{gateway_port}"
+    )
+    gateway = dict(_runtime_env("gateway-replicas"), LIMITS_FILE=str(_limits_file_in_repo()))
+    assert GatewaySettings.from_env(gateway).vault_addr == f"dns:///vault:{vault_port}"
+    # Each kind waits for the health of what it calls.
+    healthy = {"condition": "service_healthy"}
+    assert _service("gateway-replicas")["depends_on"] == {
+        "vault-replicas": healthy,
+        "redis-replicas": healthy,
+    }
+    assert _service("bridge-replicas")["depends_on"] == {
+        "gateway-replicas": healthy,
+        "vault-replicas": healthy,
+    }
+    assert _service("lb")["depends_on"] == {"bridge-replicas": healthy}
+
+
+def test_replicas_vaults_keep_their_keys_in_postgresql_only() -> None:
+    vault = _service("vault-replicas")
+    # A hard dependency (not `required: false` as in the default stack).
+    assert vault["depends_on"] == {"postgres-replicas": {"condition": "service_healthy"}}
+    # No volume and a read-only filesystem: a SQLite URL cannot give each replica its own keys.
+    assert "volumes" not in vault
+    assert vault["read_only"] is True
+    # The URL the operator puts in secrets/vault.env: the template offers it, for the host
+    # `postgres`, which on the replicas network is the profile's own PostgreSQL.
+    urls = re.findall(
+        r"VAULT_DATABASE_URL=(postgresql://\S+)", _template("secrets/vault.env").read_text()
+    )
+    assert urls
+    assert {urllib.parse.urlsplit(url).hostname for url in urls} == {"postgres"}
+    assert _aliases()["postgres"] == "postgres-replicas"
+    env = dict(
+        _runtime_env("vault-replicas"), VAULT_DATABASE_URL=urls[0].replace("<", "").replace(">", "")
+    )
+    assert VaultSettings.from_env(env).database_url.startswith("postgresql://")
+    postgres, replica = _service("postgres"), _service("postgres-replicas")
+    for key in ("image", "env_file", "environment", "healthcheck", "restart"):
+        assert replica[key] == postgres[key], key
+    assert replica["volumes"] == ["postgres-replicas-data:/var/lib/postgresql/data"]
+    assert "postgres-replicas-data" in COMPOSE["volumes"]
+    assert "ports" not in replica
+
+
+def test_replicas_gateways_share_their_limits_in_the_profiles_redis() -> None:
+    env = _service("gateway-replicas")["environment"]
+    assert env["LIMITS_REDIS_URL"] == "redis://redis:6379/0"
+    assert _aliases()["redis"] == "redis-replicas"
+    assert env["LIMITS_FILE"] == _service("gateway")["environment"]["LIMITS_FILE"]
+    settings = LimitsSettings.from_env({**env, "LIMITS_FILE": str(_limits_file_in_repo())})
+    assert settings.redis_url == "redis://redis:6379/0"
+    redis, replica = _service("redis"), _service("redis-replicas")
+    for key in ("image", "command", "healthcheck", "restart"):
+        assert replica[key] == redis[key], key
+    assert "ports" not in replica
+    # Only the gateways are told about the limits.
+    for name in ("vault-replicas", "bridge-replicas"):
+        assert not any(v.startswith("LIMITS_") for v in _service(name)["environment"])
+
+
+def test_replicas_bridges_and_lb_hold_no_secret() -> None:
+    for name in ("bridge-replicas", "lb"):
+        service = _service(name)
+        assert "env_file" not in service, name
+        assert "secrets" not in service, name
+        assert not {v for v in _received(name) if _is_secret(v)}, name
+        for value in service.get("environment", {}).values():
+            names = {m[1] for m in _INTERPOLATION.finditer(str(value))}
+            assert not {n for n in names if _is_secret(n)}, name
+    assert "environment" not in _service("lb")
+
+
+def _nginx_directives(text: str) -> str:
+    """The config without its comments."""
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def test_lb_is_the_profiles_only_published_port_and_routes_to_every_bridge() -> None:
+    lb = _service("lb")
+    image, _, tag = lb["image"].partition(":")
+    assert image == "nginx"
+    version = tuple(int(part) for part in tag.split("-")[0].split("."))
+    assert version >= (1, 27, 3), "`server ... resolve` in an upstream needs nginx 1.27.3+"
+    assert [n for n in _profile(REPLICAS_PROFILE) if "ports" in _service(n)] == ["lb"]
+    # Published where the default stack publishes its bridge.
+    assert lb["ports"] == _service("bridge")["ports"]
+    ((_, listen_port),) = _published(lb)
+
+    # Its config is the committed file.
+    (mount,) = lb["volumes"]
+    source, target, mode = mount.split(":")
+    assert (REPO / source).resolve() == NGINX_CONF
+    assert target == "/etc/nginx/conf.d/default.conf"
+    assert mode == "ro"
+    conf = _nginx_directives(NGINX_CONF.read_text())
+    assert re.search(rf"^\s*listen\s+{listen_port};", conf, re.MULTILINE)
+    # Compose's DNS, asked again while running: the upstream follows the bridge replicas.
+    assert re.search(r"^\s*resolver\s+127\.0\.0\.11\b", conf, re.MULTILINE)
+    upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", conf)
+    assert upstream is not None
+    servers = re.findall(r"^\s*server\s+(\S+)([^;]*);", upstream[2], re.MULTILINE)
+    bridge_port = _port(_service("bridge-replicas")["environment"]["BRIDGE_LISTEN_ADDR"])
+    assert [address for address, _ in servers] == [f"bridge:{bridge_port}"]
+    assert "resolve" in servers[0][1].split()
+    assert re.search(r"^\s*zone\s+\w+", upstream[2], re.MULTILINE)  # `resolve` needs a zone
+    assert _aliases()["bridge"] == "bridge-replicas"
+    assert re.search(rf"proxy_pass\s+http://{upstream[1]};", conf)
+    # Streams pass unbuffered; a POST that reached a bridge is never sent to another.
+    assert re.search(r"proxy_buffering\s+off;", conf)
+    assert "non_idempotent" not in conf
+    # The healthcheck asks nginx itself, on its own port.
+    url = lb["healthcheck"]["test"][-1]
+    assert url.startswith(f"http://127.0.0.1:{listen_port}/")
+    path = urllib.parse.urlsplit(url).path
+    assert re.search(rf"location\s+=\s+{re.escape(path)}\s*\{{[^}}]*return\s+200", conf)

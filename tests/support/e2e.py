@@ -29,12 +29,13 @@ class E2E:
     def start(self, name: str) -> Service:
         module = {"vault": "vault_service", "gateway": "gateway_service", "bridge": "rest_bridge"}
         service = Service(module[name], self.env, self.tmp / f"{name}.log").start()
+        # Tracked before it is ready, so one that never gets ready is still stopped afterwards.
+        self.services[name] = service
         if name == "bridge":
             service.wait_http_ready(f"{self.bridge_url}/healthz")
         else:
             address = self.vault_address if name == "vault" else self.gateway_address
             service.wait_grpc_healthy(address)
-        self.services[name] = service
         return service
 
     def headers(self, uid: str) -> dict[str, str]:
