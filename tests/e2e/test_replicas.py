@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from fakes.content import reply_text
-from tests.support.replicas import MODEL, ReplicaStack, running_replicas
+from tests.support.replicas import MODEL, OR_KEY, ReplicaStack, running_replicas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -36,7 +36,6 @@ requests_per_minute = 100000
 [tiers.rpm]
 requests_per_minute = {RPM}
 """
-OR_KEY = "sk-or-v1-" + "5eed" * 16
 STREAMS = 200
 STREAM_SPACING = 0.03
 """Seconds between stream starts: 200 streams over about 6 s, about 30 open at once."""
@@ -108,6 +107,46 @@ def test_completions_and_the_vault_through_the_front_reach_both_bridges(
         assert read.headers["cache-control"] == "no-store"
     after = {b: stack.bridge_requests(b, "/v1/vault", 200) for b in ("bridge-1", "bridge-2")}
     assert {b: after[b] - before[b] for b in after} == {"bridge-1": 1, "bridge-2": 1}
+
+
+def _providers(base: str, headers: dict[str, str], count: int) -> list[str]:
+    """The provider of `count` completions sent through one bridge (each its own connection)."""
+    served = []
+    for i in range(count):
+        reply = httpx.post(
+            f"{base}/v1/chat/completions", json=chat(f"who {i}"), headers=headers, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+        served.append(reply.headers["x-native1api-provider"])
+    return served
+
+
+def _converged(base: str, headers: dict[str, str], provider: str) -> float:
+    """Seconds until a completion through `base` runs on `provider` (at most 1 s)."""
+    started = time.monotonic()
+    while _providers(base, headers, 1) != [provider]:
+        assert time.monotonic() - started < 1.0, f"the key change did not reach {base} in 1 s"
+    return time.monotonic() - started
+
+
+def test_key_changes_reach_every_gateway_through_any_bridge(stack: ReplicaStack) -> None:
+    """Save through bridge A, use through bridge B; delete through B, use through A. The
+    gateways cache AccessApiKey answers for 60 s and follow whichever vault round robin gave
+    their change feed, so only the vaults' NOTIFY explains the change arriving in time."""
+    headers = stack.headers(uid("byok"))
+    bridge_a, bridge_b = (f"http://{address}" for address in stack.layout.bridges)
+    # Both gateways cache "no key" for this user first (through both bridges).
+    assert set(_providers(bridge_a, headers, 4) + _providers(bridge_b, headers, 4)) == {
+        "workers-ai"
+    }
+    saved = httpx.post(f"{bridge_a}/v1/vault", json={"apiKey": OR_KEY}, headers=headers)
+    assert saved.status_code == 200, saved.text
+    _converged(bridge_b, headers, "openrouter")
+    assert _providers(bridge_b, headers, 20) == ["openrouter"] * 20
+    deleted = httpx.delete(f"{bridge_b}/v1/vault", headers=headers)
+    assert deleted.json() == {"exists": False}
+    _converged(bridge_a, headers, "workers-ai")
+    assert _providers(bridge_a, headers, 20) == ["workers-ai"] * 20
 
 
 # -- (b) one budget across both bridges and gateways ---------------------------------------

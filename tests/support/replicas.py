@@ -35,6 +35,10 @@ CF_TOKEN = "replicas-e2e-cf-token-0123456789"
 MASTER_KEY = "replicas-e2e-master-passphrase-0123456789-abcdef"
 SERVICE_TOKEN = "replicas-e2e-service-token-0123456789"
 MODEL = "@cf/meta/llama-3.2-3b-instruct"
+OR_KEY = "sk-or-v1-" + "5eed" * 16
+CACHE_SECONDS = "60"
+"""The gateways' AccessApiKey cache TTL: so long that only the vaults' NOTIFY can explain a key
+change reaching a gateway within a second."""
 
 
 @dataclass
@@ -150,6 +154,7 @@ def running_replicas(
         workers, workers_url = start_fake(
             "workers-ai", [CF_TOKEN], tmp / "workers-ai.log", "--account-id=acct"
         )
+        openrouter, openrouter_url = start_fake("openrouter", [OR_KEY], tmp / "openrouter.log")
         common = {
             "FIREBASE_PROJECT_ID": PROJECT,
             "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
@@ -159,6 +164,8 @@ def running_replicas(
             "CLOUDFLARE_ACCOUNT_ID": "acct",
             "CLOUDFLARE_API_TOKEN": CF_TOKEN,
             "WORKERS_AI_BASE_URL": workers_url,
+            "OPENROUTER_BASE_URL": openrouter_url,
+            "GATEWAY_VAULT_CACHE_SECONDS": CACHE_SECONDS,
             "LIMITS_FILE": str(limits),
             "LIMITS_REDIS_URL": redis_url,
             "LOG_LEVEL": "INFO",
@@ -166,7 +173,7 @@ def running_replicas(
         layout = Layout.free(front=f"127.0.0.1:{free_port()}")
         children = replica_children(common, layout, standin=False)
         stack = ReplicaStack(tmp, layout, {child.name: child for child in children})
-        stack.fakes.append(workers)
+        stack.fakes += [workers, openrouter]
         try:
             stack.start("vault-1", "vault-2")
             stack.start("gateway-1", "gateway-2")
