@@ -49,6 +49,7 @@ from rpc_common.auth.constants import (
 )
 from rpc_common.auth.errors import AuthError
 from rpc_common.auth.keys import DEFAULT_TIMEOUT, UNKNOWN_KID_COOLDOWN_SECONDS, KeySource
+from rpc_common.auth.signed import Failure, SignedTokenError, decode_rs256
 from rpc_common.auth.token_cache import DEFAULT_MAX_ENTRIES, token_digest
 from rpc_common.status import RpcError
 
@@ -68,7 +69,13 @@ INVALID: Final = "invalid"
 UNAVAILABLE: Final = "unavailable"  # the signing keys could not be fetched: nothing was decided
 RESULTS: Final = (VALID, MISSING, INVALID, UNAVAILABLE)
 
-_REQUIRED_CLAIMS: Final = ["aud", "iss", "sub", "exp", "iat"]
+_REQUIRED_CLAIMS: Final = ("aud", "iss", "sub", "exp", "iat")
+_APP_CHECK_FAILURES: Final[dict[Failure, str]] = {
+    "signature": "its signature is invalid",
+    "project": "it was issued for a different Firebase project",
+    "malformed": "it is invalid",
+    "invalid": "it is invalid",
+}
 _MISSING_MESSAGE: Final = (
     "App Check token missing: send the X-Firebase-AppCheck header "
     "(gRPC: x-firebase-appcheck metadata) with a current Firebase App Check token"
@@ -324,32 +331,16 @@ class AppCheckVerifier:
 
     def _decode_signed(self, token: str, key: RSAPublicKey) -> dict[str, Any]:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return decode_rs256(
                 token,
                 key,
-                algorithms=["RS256"],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={
-                    "verify_signature": True,
-                    "require": list(_REQUIRED_CLAIMS),
-                    "verify_aud": True,
-                    "verify_iss": True,
-                    "verify_sub": True,
-                    # The time checks are check_app_check_claims', strict and on the injected clock.
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                    "enforce_minimum_key_length": True,
-                },
+                required=_REQUIRED_CLAIMS,
+                strict_audience=False,  # App Check's aud is a list holding projects/<number>
             )
-        except jwt.InvalidSignatureError:
-            raise _rejected("its signature is invalid") from None
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
-            raise _rejected("it was issued for a different Firebase project") from None
-        except jwt.PyJWTError:
-            raise _rejected("it is invalid") from None
-        return claims
+        except SignedTokenError as exc:
+            raise _rejected(_APP_CHECK_FAILURES[exc.failure]) from None
 
     async def aclose(self) -> None:
         """Close the HTTP client if this verifier created it."""

@@ -31,11 +31,19 @@ from rpc_common.auth.errors import (
 )
 from rpc_common.auth.keys import DEFAULT_TIMEOUT, KeySource
 from rpc_common.auth.settings import AuthSettings
+from rpc_common.auth.signed import Failure, SignedTokenError, decode_rs256
 from rpc_common.auth.token_cache import DEFAULT_MAX_ENTRIES, TokenCache, token_digest
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_CLAIMS: Final = ["aud", "iss", "sub", "exp", "iat", "auth_time"]
+_REQUIRED_CLAIMS: Final = ("aud", "iss", "sub", "exp", "iat", "auth_time")
+# (reason, message) for each way the signed token can be refused.
+_ID_TOKEN_FAILURES: Final[dict[Failure, tuple[str, str]]] = {
+    "signature": (TOKEN_INVALID, "the token signature is invalid"),
+    "project": (TOKEN_WRONG_PROJECT, "the token was issued for a different Firebase project"),
+    "malformed": (TOKEN_MALFORMED, "the token could not be decoded as a JWT"),
+    "invalid": (TOKEN_INVALID, "the token is invalid"),
+}
 
 
 class TokenVerifier:
@@ -155,38 +163,16 @@ class TokenVerifier:
 
     def _decode_signed(self, token: str, key: RSAPublicKey) -> dict[str, Any]:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return decode_rs256(
                 token,
                 key,
-                algorithms=["RS256"],
                 audience=self._project_id,
                 issuer=self._issuer,
-                options={
-                    "verify_signature": True,
-                    "require": list(_REQUIRED_CLAIMS),
-                    "strict_aud": True,
-                    "verify_aud": True,
-                    "verify_iss": True,
-                    "verify_sub": True,
-                    # pyjwt compares times with its own wall clock and coerces with int();
-                    # check_claims does the time checks strictly and with the injected clock.
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                    "enforce_minimum_key_length": True,
-                },
+                required=_REQUIRED_CLAIMS,
+                strict_audience=True,
             )
-        except jwt.InvalidSignatureError:
-            raise AuthError(TOKEN_INVALID, "the token signature is invalid") from None
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
-            raise AuthError(
-                TOKEN_WRONG_PROJECT, "the token was issued for a different Firebase project"
-            ) from None
-        except jwt.DecodeError:
-            raise AuthError(TOKEN_MALFORMED, "the token could not be decoded as a JWT") from None
-        except jwt.PyJWTError:
-            raise AuthError(TOKEN_INVALID, "the token is invalid") from None
-        return claims
+        except SignedTokenError as exc:
+            raise AuthError(*_ID_TOKEN_FAILURES[exc.failure]) from None
 
     async def aclose(self) -> None:
         """Close the HTTP client if this verifier created it."""
