@@ -7,14 +7,13 @@ own switch, and `off` (the default) reads nothing else.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
+from rpc_common.auth.settings import check_key_url
 from rpc_common.config import ConfigError
 
 # Google's App Check signing keys, as a JWKS document.
@@ -27,7 +26,6 @@ _PROJECT_NUMBER: Final = re.compile(r"[0-9]{1,20}")
 # token's `sub` alphabet but check the embedded project number when the id has that shape.
 _APP_ID: Final = re.compile(r"[A-Za-z0-9:._-]{1,128}")
 _FIREBASE_APP_ID: Final = re.compile(r"[0-9]+:([0-9]+):[a-z]+:[0-9a-fA-F]+")
-_LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
 class AppCheckConfigError(ConfigError):
@@ -117,23 +115,4 @@ def _check_app_id(app_id: str, project_number: str) -> None:
 
 
 def _check_jwks_url(url: str) -> None:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return
-    # Plain http would let anyone on the path substitute the signing keys; allow it only for a
-    # local fake key server (tests, the dev stack), as FIREBASE_CERTS_URL does.
-    if parts.scheme == "http" and _is_loopback(host):
-        return
-    raise AppCheckConfigError(
-        f"APP_CHECK_JWKS_URL must be an https:// URL (http:// only on loopback), got {url!r}"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    check_key_url("APP_CHECK_JWKS_URL", url, AppCheckConfigError)

@@ -84,17 +84,19 @@ def _sign_in_providers(environ: Mapping[str, str]) -> frozenset[str] | None:
 
 
 def _check_certs_url(url: str) -> None:
+    check_key_url("FIREBASE_CERTS_URL", url, AuthConfigError)
+
+
+def check_key_url(variable: str, url: str, error: type[ConfigError]) -> None:
+    """A signing-key URL must be https; plain http would let anyone on the path substitute the
+    keys, so it is allowed only on loopback (a local fake key server: tests, the dev stack)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
         return
-    # Plain http would let anyone on the path substitute the signing keys; allow it only for a
-    # local fake key server (tests, the dev stack).
     if parts.scheme == "http" and _is_loopback(host):
         return
-    raise AuthConfigError(
-        f"FIREBASE_CERTS_URL must be an https:// URL (http:// only on loopback), got {url!r}"
-    )
+    raise error(f"{variable} must be an https:// URL (http:// only on loopback), got {url!r}")
 
 
 def _check_emulator_host(value: str) -> None:
