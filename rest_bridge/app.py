@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from rest_bridge import errors, ratelimit
 from rest_bridge.config import BridgeSettings
+from rest_bridge.fast_path import FastPath
 from rest_bridge.grpc_clients import Backends
 from rest_bridge.metrics import BridgeMetrics
 from rest_bridge.middleware import BodyTooLarge, EdgeMiddleware
@@ -54,6 +55,9 @@ _CORS_EXPOSED: Final = (
     "x-native1api-overhead-ms",
     "retry-after",
     "retry-after-ms",
+    # A browser client tells a refused ID token (`error="invalid_token"`: refresh it and retry)
+    # from a refused stored provider key (plain `Bearer`) by this challenge.
+    "www-authenticate",
     *ratelimit.EXPOSED,
 )
 
@@ -85,6 +89,10 @@ def create_app(settings: BridgeSettings) -> FastAPI:
                 max_age=600,
             )
         )
+    # Innermost of ours: the hot endpoint skips FastAPI's router (fast_path.py).
+    middleware.append(
+        Middleware(FastPath, route=chat.ROUTE, method="POST", handler=chat.create_chat_completion)
+    )
     app = FastAPI(
         title="Native1API",
         summary="OpenAI-compatible gateway for Firebase apps",
