@@ -13,6 +13,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.overhead.admission_ab import (
@@ -26,6 +27,7 @@ from bench.overhead.admission_ab import (
     summarise_ab,
     verify_configs,
 )
+from bench.overhead.baseline import BASELINE, BaselineError, unpack
 from bench.overhead.client import BRIDGE_CONTENT, GrpcClient, HttpConnection, http_request
 from bench.overhead.limits import (
     CONFIGS,
@@ -40,9 +42,11 @@ from bench.overhead.limits import (
     redis_version,
     write_limits_file,
 )
-from bench.overhead.load import TARGETS, CaseResult, run_case, sustained_rps
+from bench.overhead.load import TARGETS, CaseResult, Target, run_case, sustained_rps
+from bench.overhead.profile import profile_section, profiled
 from bench.overhead.report import (
     Row,
+    comparison_section,
     machine_facts,
     stream_table,
     summarise,
@@ -50,7 +54,7 @@ from bench.overhead.report import (
     verdicts,
 )
 from bench.overhead.stack import PROJECT, Stack, running_stack
-from bench.overhead.workload import Shape, build_requests
+from bench.overhead.workload import Requests, Shape, build_requests
 from devstack.token import mint_emulator_token
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -64,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=2.5, help="measured seconds per case (x1.6 at c=1)"
     )
     parser.add_argument("--warmup", type=float, default=0.3, help="unrecorded seconds per case")
-    parser.add_argument("--chunks", type=int, default=16, help="content chunks per reply")
+    parser.add_argument(
+        "--chunks", type=int, default=32, help="content chunks per reply (32: a typical answer)"
+    )
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="seconds between chunks")
     parser.add_argument(
         "--unary-delay", type=float, default=0.02, help="upstream seconds for a non-stream reply"
@@ -81,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the report")
     parser.add_argument("--label", default="", help="a note for the report's title")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=os.environ.get("BENCH_BASELINE", ""),
+        help="also run the gateway and bridge of git revision REF, interleaved with this "
+        "checkout's in every round, and compare (default $BENCH_BASELINE; none)",
+    )
+    parser.add_argument(
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="skip the py-spy profiles of one streaming and one unary REST case",
+    )
+    parser.add_argument(
+        "--profile-seconds", type=float, default=4.0, help="seconds per profiled case"
+    )
     parser.add_argument(
         "--soak", type=int, default=0, help="soak mode: this many streamed REST requests"
     )
@@ -161,6 +183,16 @@ async def _matrix(
     for line in verified:
         _log("check " + line.removeprefix("- "))
     grpc_client = GrpcClient(stack.gateway_address)
+    # (build, its view of the stack, target, gRPC client): "" is this checkout.
+    runs: list[tuple[str, Stack, Target, GrpcClient]] = [
+        ("", stack, target, grpc_client) for target in targets
+    ]
+    base_rows: list[Row] = []
+    if BASELINE in stack.configs:
+        base_view = stack.configs[BASELINE]
+        base_client = GrpcClient(base_view.gateway_address)
+        runs += [(BASELINE, base_view, t, base_client) for t in targets if t != "direct"]
+    profile_lines: list[str] = []
     try:
         # The upstream alone, flat out: it must be far faster than anything the stack reaches.
         await sustained_rps(stack, instant_unary, concurrency=32, duration=1.0)  # warm
@@ -173,10 +205,10 @@ async def _matrix(
         for mode in [] if args.admission_only else modes:
             requests = build_requests(shape, stream=mode == "stream")
             # Warm every target once (connections, caches, JIT-less but lazy imports).
-            for target in targets:
+            for _build, view, target, client in runs:
                 results.append(
                     await run_case(
-                        stack,
+                        view,
                         target,
                         requests,
                         tokens,
@@ -184,7 +216,7 @@ async def _matrix(
                         chunks=args.chunks,
                         warmup=0.0,
                         duration=1.0,
-                        grpc_client=grpc_client,
+                        grpc_client=client,
                     )
                 )
             cases = [(str(c), c, requests, args.duration * (1.6 if c == 1 else 1)) for c in levels]
@@ -194,12 +226,12 @@ async def _matrix(
                 instant = build_requests(Shape(args.chunks, 0.0, 0.0), stream=mode == "stream")
                 cases.insert(1, ("1, instant upstream", 1, instant, args.duration))
             for label, concurrency, case_requests, duration in cases:
-                rounds: list[dict[str, CaseResult]] = []
+                rounds: dict[str, list[dict[str, CaseResult]]] = {b: [] for b, *_ in runs}
                 for index in range(args.rounds):
-                    round_results: dict[str, CaseResult] = {}
-                    for target in targets:
+                    round_results: dict[str, dict[str, CaseResult]] = {b: {} for b, *_ in runs}
+                    for build, view, target, client in _in_turn(runs, index):
                         result = await run_case(
-                            stack,
+                            view,
                             target,
                             case_requests,
                             tokens,
@@ -207,20 +239,31 @@ async def _matrix(
                             chunks=args.chunks,
                             warmup=args.warmup,
                             duration=duration,
-                            grpc_client=grpc_client,
+                            grpc_client=client,
                         )
                         result.label = label
                         stack.check_alive()
-                        round_results[target] = result
+                        round_results[build][target] = result
                         results.append(result)
                         p50 = sorted(s.latency for s in result.samples)[len(result.samples) // 2]
                         _log(
-                            f"{mode} c={label} round {index + 1} {target}: "
+                            f"{mode} c={label} round {index + 1} {target}{build and '@' + build}: "
                             f"{len(result.samples)} req, p50 {p50 * 1000:.2f} ms, "
                             f"{result.errors} errors"
                         )
-                    rounds.append(round_results)
-                rows += summarise(rounds)
+                    for build, by_target in round_results.items():
+                        # Every build's added latency is against the same round's direct case.
+                        by_target.setdefault("direct", round_results[""]["direct"])
+                        rounds[build].append(by_target)
+                rows += summarise(rounds[""])
+                if BASELINE in rounds:
+                    base_rows += [
+                        replace(row, target=f"{row.target}@{BASELINE}")
+                        for row in summarise(rounds[BASELINE])
+                        if row.target != "direct"
+                    ]
+        if args.profile and not args.admission_only:
+            profile_lines = await _profiles(args, stack, shape, tokens, grpc_client, results)
         if len(ab_configs) > 1 and args.admission_rounds > 0:
             ab_unary = build_requests(shape, stream=False)
             ab_levels = [int(c) for c in args.admission_concurrency.split(",")]
@@ -267,7 +310,8 @@ async def _matrix(
         elapsed = time.perf_counter() - started
         others = (_machine_busy() - _own_cpu(stack) - busy_before) / elapsed
     finally:
-        await grpc_client.close()
+        for client in {id(c): c for *_, c in runs}.values():
+            await client.close()
     memory = {name: proc.memory_kib() for name, proc in stack.procs.items()}
     counts_lines, problems = counts_section(await gateway_counts(stack))
     failures = failures_of(results)
@@ -346,10 +390,15 @@ async def _matrix(
     lines += ab_lines
     unary = [r for r in rows if not r.stream]
     stream = [r for r in rows if r.stream]
+    if base_rows:
+        lines += comparison_section(rows, base_rows, args.baseline_commit)
+    unary = [r for r in _with_baseline(rows, base_rows) if not r.stream]
+    stream = [r for r in _with_baseline(rows, base_rows) if r.stream]
     if unary:
         lines += ["## Non-streaming (ms)", "", *unary_table(unary), ""]
     if stream:
         lines += ["## Streaming (ms)", "", *stream_table(stream), ""]
+    lines += profile_lines
     lines += counts_lines
     lines += [
         "## Peak memory (RSS)",
@@ -381,6 +430,72 @@ async def _matrix(
         for problem in problems:
             _log(f"FAILED: {problem}")
     return "\n".join(lines) + "\n", not problems
+
+
+def _in_turn(
+    runs: list[tuple[str, Stack, Target, GrpcClient]], index: int
+) -> list[tuple[str, Stack, Target, GrpcClient]]:
+    """A round's order: direct first, then the builds, the baseline first in every other round
+    so that neither build always runs right after the upstream-only case."""
+    direct = [run for run in runs if run[2] == "direct"]
+    mine = [run for run in runs if run[2] != "direct" and not run[0]]
+    base = [run for run in runs if run[0]]
+    return direct + (base + mine if index % 2 else mine + base)
+
+
+def _with_baseline(rows: list[Row], base_rows: list[Row]) -> list[Row]:
+    """The change's rows, each followed by its baseline's."""
+    base = {(r.target.split("@")[0], r.stream, r.label): r for r in base_rows}
+    out: list[Row] = []
+    for row in rows:
+        out.append(row)
+        if (row.target, row.stream, row.label) in base:
+            out.append(base[row.target, row.stream, row.label])
+    return out
+
+
+async def _profiles(
+    args: argparse.Namespace,
+    stack: Stack,
+    shape: Shape,
+    tokens: list[str],
+    grpc_client: GrpcClient,
+    results: list[CaseResult],
+) -> list[str]:
+    """py-spy profiles of REST at c=16, one streaming and one unary case (profile.py)."""
+    out_dir = args.out if not args.no_write else Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "## Where the CPU goes (py-spy, REST, c=16)",
+        "",
+        f"Each case run alone for {args.profile_seconds:g} s while py-spy samples the bridge, "
+        "the gateway and the vault (not part of the figures above).",
+        "",
+    ]
+    procs = {n: stack.procs[n] for n in ("bridge", "gateway", "vault")}
+    for mode in ("stream", "unary"):
+        requests = build_requests(shape, stream=mode == "stream")
+        base = out_dir / f"{args.stamp}-profile-{mode}-rest-c16"
+
+        async def run(requests: Requests = requests) -> None:
+            result = await run_case(
+                stack,
+                "rest",
+                requests,
+                tokens,
+                concurrency=16,
+                chunks=args.chunks,
+                warmup=0.0,
+                duration=args.profile_seconds,
+                grpc_client=grpc_client,
+            )
+            results.append(result)
+
+        _log(f"profiling {mode} REST c=16 for {args.profile_seconds:g} s (py-spy)")
+        stacks = await profiled(procs, args.profile_seconds, base, run)
+        title = f"{'Streaming' if mode == 'stream' else 'Non-streaming'}, REST, c=16"
+        lines += profile_section(title, stacks, str(base.relative_to(out_dir.parent)))
+    return lines
 
 
 def _machine_busy() -> float:
@@ -490,9 +605,21 @@ async def _amain(args: argparse.Namespace) -> int:
         if problem is not None:
             _log(f"ERROR: {problem}")
             return 2
+    args.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     with tempfile.TemporaryDirectory(prefix="native1api-bench-") as tmp:
         limits_file = write_limits_file(Path(tmp) / "limits.toml")
         envs = {c: gateway_env(c, limits_file, args.redis_url) for c in configs}
+        code_dirs: dict[str, Path] = {}
+        args.baseline_commit = ""
+        if args.baseline and not args.soak:
+            try:
+                code_dirs[BASELINE], args.baseline_commit = unpack(args.baseline, Path(tmp))
+            except BaselineError as exc:
+                _log(f"ERROR: --baseline: {exc}")
+                return 2
+            # The baseline runs exactly as the main matrix's configuration does.
+            envs[BASELINE] = envs[args.limits]
+            _log(f"baseline: git {args.baseline_commit}, unpacked to {code_dirs[BASELINE]}")
         external = (
             {"redis": redis_server_cpu(args.redis_url)}
             if any(config.startswith("redis") for config in configs)
@@ -502,7 +629,9 @@ async def _amain(args: argparse.Namespace) -> int:
             "starting upstream, vault, and a gateway + bridge per configuration: "
             + ", ".join(f"{c} ({DESCRIPTIONS[c]})" for c in configs)
         )
-        with running_stack(Path(tmp), gateway_envs=envs, external_cpu=external) as stack:
+        with running_stack(
+            Path(tmp), gateway_envs=envs, external_cpu=external, code_dirs=code_dirs
+        ) as stack:
             try:
                 if args.soak:
                     report, ok = await _soak(args, stack)
@@ -516,7 +645,7 @@ async def _amain(args: argparse.Namespace) -> int:
     print(report)
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{name}.md"
+        path = args.out / f"{args.stamp}-{name}.md"
         path.write_text(report)
         _log(f"wrote {path}")
     if not ok:

@@ -314,3 +314,69 @@ def code_version() -> str:
 
 
 SERVICE_DIRS = ("gateway_service", "rest_bridge", "vault_service", "rpc_common", "fakes")
+
+
+_THREE = ("bridge", "gateway", "vault")
+
+
+def _three(row: Row) -> float:
+    """CPU per request of our three processes (Redis, when measured, is shown apart)."""
+    return sum(row.cpu_by_proc.get(name, 0.0) for name in _THREE)
+
+
+def _ratio(new: float, old: float) -> str:
+    return "-" if not old or new != new or old != old else f"{new / old:.2f}x"
+
+
+def comparison_section(rows: list[Row], base_rows: list[Row], commit: str) -> list[str]:
+    """The change against the baseline build measured in the same rounds (baseline.py)."""
+    base = {(r.target.split("@")[0], r.stream, r.label): r for r in base_rows}
+    out = [
+        f"## The change against the baseline (git {commit}), same run",
+        "",
+        "Both builds' gateway + bridge ran side by side on the same upstream, vault and Redis, "
+        "their targets interleaved in every round. CPU ms per request (per stream) of bridge + "
+        "gateway + vault; Redis apart. Ratio = change / baseline.",
+        "",
+        "| mode | target | c | CPU change | CPU baseline | ratio | added p50 change | "
+        "baseline | TTFT over p50 change | baseline |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        old = base.get((row.target, row.stream, row.label))
+        if old is None:
+            continue
+        ttft = (_f(row.ttft_over50), _f(old.ttft_over50)) if row.stream else ("-", "-")
+        out.append(
+            f"| {'stream' if row.stream else 'unary'} | {row.target} | {row.label} | "
+            f"{_f(_three(row))} | {_f(_three(old))} | {_ratio(_three(row), _three(old))} | "
+            f"{_f(row.added50)} | {_f(old.added50)} | {ttft[0]} | {ttft[1]} |"
+        )
+    targets = [
+        ("CPU per REST stream, c=16 (b + g + v)", ("rest", True, "16"), _three, 5.0),
+        ("CPU per non-streaming REST request, c=16", ("rest", False, "16"), _three, 1.5),
+        (
+            "REST added p50, c=1, instant upstream",
+            ("rest", False, "1, instant upstream"),
+            lambda r: r.added50,
+            1.5,
+        ),
+        ("REST TTFT overhead p50, c=16", ("rest", True, "16"), lambda r: r.ttft_over50, 3.0),
+    ]
+    by = {(r.target, r.stream, r.label): r for r in rows}
+    out += [
+        "",
+        "| target (ms) | change | baseline | limit | |",
+        "|---|--:|--:|--:|---|",
+    ]
+    for name, key, value, limit in targets:
+        new, old = by.get(key), base.get(key)
+        if new is None:
+            continue
+        measured = value(new)
+        verdict = "ok" if measured <= limit else "**MISSED**"
+        out.append(
+            f"| {name} | {_f(measured)} | {_f(value(old)) if old else '-'} | {limit:g} | "
+            f"{verdict} |"
+        )
+    return [*out, ""]

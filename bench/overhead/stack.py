@@ -151,12 +151,18 @@ class Stack:
             proc.check_alive()
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+def _spawn(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path, code: Path = REPO
+) -> Proc:
+    """Start `python ARGS` from the services' code in `code` (this checkout, or a baseline's
+    unpacked tree: `python -m` finds the packages of its working directory first)."""
     log_path = log_dir / f"{name}.log"
+    if code != REPO:
+        env = {**env, "PYTHONPATH": str(code)}
     with log_path.open("ab") as log:
         popen = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             [sys.executable, *args],
-            cwd=str(REPO),
+            cwd=str(code),
             env={**os.environ, **env},
             stdout=subprocess.PIPE if name == "upstream" else log,
             stderr=log,
@@ -200,10 +206,13 @@ def running_stack(
     extra_env: dict[str, str] | None = None,
     gateway_envs: Mapping[str, dict[str, str]] | None = None,
     external_cpu: dict[str, Callable[[], float]] | None = None,
+    code_dirs: Mapping[str, Path] | None = None,
 ) -> Iterator[Stack]:
     """Start upstream, vault, and a gateway + bridge per entry of `gateway_envs` (name -> the
     gateway's extra environment; default one pair, no extra variables); stop them (SIGTERM)
-    on exit. Yields the first configuration's view; `.configs` has all of them."""
+    on exit. Yields the first configuration's view; `.configs` has all of them.
+    `code_dirs` names configurations whose gateway and bridge run another tree's code (a
+    baseline's, see baseline.py); the others run this checkout's."""
     envs = dict(gateway_envs or {"default": {}})
     procs: dict[str, Proc] = {}
     try:
@@ -260,9 +269,12 @@ def running_stack(
                 "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
                 **gateway_env,
             }
-            gateway = _spawn(f"gateway{suffix}", ["-m", "gateway_service"], pair_env, work_dir)
+            code = (code_dirs or {}).get(config, REPO)
+            gateway = _spawn(
+                f"gateway{suffix}", ["-m", "gateway_service"], pair_env, work_dir, code
+            )
             procs[gateway.name] = gateway
-            bridge = _spawn(f"bridge{suffix}", ["-m", "rest_bridge"], pair_env, work_dir)
+            bridge = _spawn(f"bridge{suffix}", ["-m", "rest_bridge"], pair_env, work_dir, code)
             procs[bridge.name] = bridge
             views[config] = Stack(
                 upstream_url,
