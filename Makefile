@@ -11,7 +11,7 @@ LOCKS := requirements/runtime.lock requirements/dev.lock
 PROTOS := $(shell find protos -name '*.proto' | sort)
 USER ?= alice
 
-.PHONY: help install lock lock-check proto proto-check lint format check test test-all run run-replicas token clean bench bench-soak
+.PHONY: help install lock lock-check proto proto-check lint format check test test-all run run-replicas token clean bench bench-soak chromium
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,13 +78,29 @@ $(EMULATOR_MODULES): tools/firebase-emulator/package-lock.json
 		npm ci --prefix tools/firebase-emulator --no-audit --no-fund --loglevel=error >&2 \
 			&& touch $(EMULATOR_MODULES); \
 	else \
-		echo "==> Node/npm not found: the Firebase Auth Emulator tests will be skipped" >&2; \
+		echo "==> Node/npm not found: no Firebase Auth Emulator (its tests skip; the web-chat page cannot sign in)" >&2; \
 	fi
 
-test: $(STAMP) $(EMULATOR_MODULES) ## Run the whole test suite (installs the pinned Firebase CLI when Node is present).
+# The browser tests (tests/browser) drive Debian's Chromium headless through Playwright; Playwright's
+# own browser downloads are never used. Installed here when it is missing and apt-get can run as
+# root; otherwise those tests skip and say how to install it (CI requires them: .ci/run). Another
+# build: NATIVE1API_CHROMIUM=/path/to/chromium (the tests read the same variable).
+NATIVE1API_CHROMIUM ?= /usr/bin/chromium
+chromium: ## Install Debian's Chromium for the browser tests when missing (root + apt-get only).
+	@if [ -x "$(NATIVE1API_CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "==> installing Debian's Chromium for the browser tests (apt-get, about a minute)" >&2; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >&2 \
+			|| echo "==> could not install Chromium: the browser tests will be skipped" >&2; \
+	else \
+		echo "==> $(NATIVE1API_CHROMIUM) not found: the browser tests will be skipped (sudo apt-get install -y chromium)" >&2; \
+	fi
+
+test: $(STAMP) $(EMULATOR_MODULES) chromium ## Run the whole test suite (installs the Firebase CLI when Node is present, Chromium as root).
 	$(VENV)/bin/pytest
 
-run: $(STAMP) ## Start vault + gateway + bridge locally with dev defaults (Ctrl-C stops).
+# The Firebase CLI too: the web-chat page signs users in against the Auth Emulator it starts.
+run: $(STAMP) $(EMULATOR_MODULES) ## Start the stack with dev defaults, the web-chat page and the Auth Emulator (Ctrl-C stops).
 	$(PY) -m devstack
 
 run-replicas: $(STAMP) ## 2 bridges + 2 gateways + 2 vaults on local PostgreSQL and Redis, one URL (Ctrl-C stops).

@@ -6,6 +6,10 @@ Starts the vault, the gateway and the REST bridge as child processes with SQLite
 Cloudflare credentials are set, the local Workers AI stand-in. Ctrl-C stops everything; a child
 that dies stops the rest.
 
+It also serves the browser example (`examples/web-chat/`) on its own origin, allowed in the
+bridge's CORS list, and starts the real Firebase Auth Emulator for it when Node is installed:
+see `devstack.browser`.
+
 `python -m devstack --replicas` (what `make run-replicas` calls) starts two of each instead, on
 PostgreSQL and Redis, behind one round-robin front: see `devstack.replicas`.
 """
@@ -18,6 +22,7 @@ import signal
 import sys
 import time
 
+from devstack.browser import CommandChild, emulator_child, emulator_ready, start_web
 from devstack.stack import (
     READY_TIMEOUT_SECONDS,
     STANDIN_PORT,
@@ -49,14 +54,22 @@ def _children(env: dict[str, str], standin: bool) -> list[Child]:
     return children
 
 
-def _banner(env: dict[str, str], standin: bool) -> None:
+def _banner(env: dict[str, str], standin: bool, page_url: str | None, emulator: str) -> None:
     bridge = env.get("BRIDGE_LISTEN_ADDR", "127.0.0.1:8080")
     lines = [
         "",
         "=" * 72,
         f" Native1API is running: http://{bridge}",
+    ]
+    if page_url:
+        lines += [
+            f" Web chat (open in a browser): {page_url}",
+            "   sign up or continue anonymously, then chat; allowed in BRIDGE_CORS_ORIGINS",
+        ]
+    lines += [
         f" Auth: Firebase Auth Emulator mode, project {env['FIREBASE_PROJECT_ID']}",
         "   (signatures NOT checked: development only)",
+        f" Auth Emulator: {emulator}",
         " A dev ID token:   make token USER=alice",
         "",
         " curl:",
@@ -95,6 +108,9 @@ def _stop(children: list[Child], grace_seconds: float = 15.0) -> None:
 
 def run_single() -> int:
     env, standin = _env()
+    # Before the children start: the page's origin goes into the bridge's CORS list.
+    web = start_web(env)
+    emulator, emulator_note = emulator_child(env)
     children = _children(env, standin)
     stopping = False
 
@@ -104,6 +120,11 @@ def run_single() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    if emulator is not None:
+        # Labelled: its start-up box would otherwise read like ours.
+        emulator.start(env, label=True)
+        assert emulator.process is not None
+        say(f"started {emulator.name} (pid {emulator.process.pid}; about 10 s to be ready)")
     for child in children:
         child.start(env)
         assert child.process is not None
@@ -113,6 +134,7 @@ def run_single() -> int:
     started = time.monotonic()
     code = 0
     while not stopping:
+        emulator_note = _watch_emulator(emulator, env, emulator_note)
         dead = next((c for c in children if c.process and c.process.poll() is not None), None)
         if dead is not None:
             assert dead.process is not None
@@ -123,8 +145,8 @@ def run_single() -> int:
             code = 1
             break
         if not announced:
-            if ready(ready_url):
-                _banner(env, standin)
+            if ready(ready_url) and _emulator_settled(emulator, env, started):
+                _banner(env, standin, web.page_url if web else None, emulator_note)
                 announced = True
             elif time.monotonic() - started > READY_TIMEOUT_SECONDS:
                 say(
@@ -134,8 +156,31 @@ def run_single() -> int:
                 break
         time.sleep(0.2)
     say("stopping")
-    _stop(children)
+    _stop([*([emulator] if emulator else []), *children])
+    if web is not None:
+        web.stop()
     return code
+
+
+def _emulator_settled(emulator: CommandChild | None, env: dict[str, str], started: float) -> bool:
+    """Whether the banner may go out: the emulator we started serves, died, or is late."""
+    if emulator is None or not emulator.running:
+        return True
+    if time.monotonic() - started > READY_TIMEOUT_SECONDS:
+        return True
+    return emulator_ready(env["FIREBASE_AUTH_EMULATOR_HOST"])
+
+
+def _watch_emulator(emulator: CommandChild | None, env: dict[str, str], note: str) -> str:
+    """The emulator is a convenience: if it dies, say so once and keep the stack running."""
+    if emulator is None or emulator.process is None or emulator.running or "EXITED" in note:
+        return note
+    emulator.flush_output()
+    say(
+        f"the Auth Emulator exited with status {emulator.process.returncode}; the web page "
+        "cannot sign in (make token still works). Its lines above say why."
+    )
+    return f"EXITED (status {emulator.process.returncode}); expected at http://{env['FIREBASE_AUTH_EMULATOR_HOST']}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@
  *
  *     const client = new Native1API({
  *       baseUrl: 'https://ai.example.com',
- *       getToken: () => auth.currentUser.getIdToken(), // called per request: refreshed tokens are used
+ *       getToken: firebaseIdToken(auth), // per request; forced refresh + one retry on a 401
  *     });
  *     const completion = await client.chat.completions.create({
  *       model: '@cf/meta/llama-3.2-3b-instruct',
@@ -23,8 +23,14 @@
  * throws `APIUserAbortError`. The token is never put in an error.
  *
  * When the gateway enforces Firebase App Check, also pass `getAppCheckToken` (e.g.
- * `async () => (await getToken(appCheck)).token` with `firebase/app-check`): it is called per
+ * `appCheckToken(getToken, appCheck)` with `firebase/app-check`'s `getToken`): it is called per
  * request and its token sent as `X-Firebase-AppCheck`.
+ *
+ * Token providers receive `{forceRefresh}`. When the gateway refuses the ID token (401 with the
+ * `Bearer error="invalid_token"` challenge: expired, revoked, signed before a key rotation) the
+ * client asks `getToken({forceRefresh: true})` once and sends the request again; likewise
+ * `getAppCheckToken({forceRefresh: true})` after a 401 `invalid_app_check_token`. A 401 for a
+ * stored provider key (plain `Bearer` challenge) is not retried: a new ID token cannot fix it.
  *
  * @module native1api
  */
@@ -98,14 +104,19 @@ const REDACTED = '[redacted]';
  */
 
 /**
+ * A token provider. `forceRefresh` is true only when the gateway just refused the token it
+ * returned last time: it should then get a new one from Firebase, not its cache.
+ * @typedef {(options: {forceRefresh: boolean}) => string|Promise<string>} TokenProvider
+ */
+
+/**
  * @typedef {object} Native1APIOptions
  * @property {string} baseUrl e.g. `http://127.0.0.1:8080` (a trailing `/v1` is accepted too)
  * @property {string} [token] a Firebase ID token; give this or `getToken`
- * @property {() => string|Promise<string>} [getToken] returns the current ID token, called per
- *   request (e.g. `() => auth.currentUser.getIdToken()`)
- * @property {() => string|Promise<string>} [getAppCheckToken] returns the current Firebase App
- *   Check token, called per request and sent as `X-Firebase-AppCheck` (e.g.
- *   `async () => (await getToken(appCheck)).token`)
+ * @property {TokenProvider} [getToken] returns the current ID token, called per request (e.g.
+ *   `firebaseIdToken(auth)`); with `{forceRefresh: true}` after the gateway refused one
+ * @property {TokenProvider} [getAppCheckToken] returns the current Firebase App Check token,
+ *   called per request and sent as `X-Firebase-AppCheck` (e.g. `appCheckToken(getToken, appCheck)`)
  * @property {typeof fetch} [fetch] a fetch implementation (default: the global one)
  * @property {number} [timeout] milliseconds (default 600000)
  * @property {number} [maxRetries] retries for 429/502/503 and refused connections (default 0)
@@ -467,6 +478,8 @@ export class ChatCompletionStream {
     this.requestId = response.headers.get('x-request-id');
     /** @type {string|null} `workers-ai`, `openrouter` or `together` */
     this.provider = response.headers.get('x-native1api-provider');
+    /** @type {RateLimitState} the caller's limits after this request was admitted */
+    this.rateLimit = rateLimitState(response.headers);
     this._link = link;
     this._secrets = secrets;
     this._consumed = false;
@@ -618,6 +631,71 @@ function isConnectionRefused(err) {
   return cause?.code === 'ECONNREFUSED';
 }
 
+/**
+ * An ID-token provider for a Firebase Auth instance (`getAuth(app)` from `firebase/auth`): the
+ * signed-in user's `getIdToken()`, which returns the cached token and renews it shortly before it
+ * expires; `getIdToken(true)` when the gateway refused it. Throws `AuthenticationError` (code
+ * `not_signed_in`) when nobody is signed in, before anything is sent.
+ * @param {{currentUser: {getIdToken: (forceRefresh?: boolean) => Promise<string>}|null}} auth
+ * @returns {TokenProvider}
+ */
+export function firebaseIdToken(auth) {
+  return ({ forceRefresh } = { forceRefresh: false }) => {
+    const user = auth.currentUser;
+    if (!user) {
+      throw new AuthenticationError('Not signed in: sign in with Firebase first.', {
+        code: 'not_signed_in',
+      });
+    }
+    return user.getIdToken(forceRefresh);
+  };
+}
+
+/**
+ * An App Check token provider from `firebase/app-check`'s `getToken` function and an App Check
+ * instance: `appCheckToken(getToken, initializeAppCheck(app, {...}))`. (Passed in, so that this
+ * file depends on nothing.)
+ * @param {(appCheck: unknown, forceRefresh?: boolean) => Promise<{token: string}>} getTokenFn
+ * @param {unknown} appCheck
+ * @returns {TokenProvider}
+ */
+export function appCheckToken(getTokenFn, appCheck) {
+  return async ({ forceRefresh } = { forceRefresh: false }) =>
+    (await getTokenFn(appCheck, forceRefresh)).token;
+}
+
+/**
+ * @typedef {object} RateLimitState the `x-ratelimit-*` headers of an admitted completion; a field
+ *   is null when the caller's tier has no such limit
+ * @property {number|null} limitRequests
+ * @property {number|null} remainingRequests
+ * @property {string|null} resetRequests e.g. `1s`, `6m0s`
+ * @property {number|null} limitTokens
+ * @property {number|null} remainingTokens
+ * @property {string|null} resetTokens
+ */
+
+/**
+ * The rate-limit state in a response's headers (`stream.response.headers`).
+ * @param {Headers} headers
+ * @returns {RateLimitState}
+ */
+export function rateLimitState(headers) {
+  /** @param {string} name */
+  const num = (name) => {
+    const raw = headers.get(name);
+    return raw === null || raw.trim() === '' || !Number.isFinite(Number(raw)) ? null : Number(raw);
+  };
+  return {
+    limitRequests: num('x-ratelimit-limit-requests'),
+    remainingRequests: num('x-ratelimit-remaining-requests'),
+    resetRequests: headers.get('x-ratelimit-reset-requests'),
+    limitTokens: num('x-ratelimit-limit-tokens'),
+    remainingTokens: num('x-ratelimit-remaining-tokens'),
+    resetTokens: headers.get('x-ratelimit-reset-tokens'),
+  };
+}
+
 export class Native1API {
   /** @param {Native1APIOptions} options */
   constructor(options) {
@@ -728,6 +806,17 @@ export class Native1API {
         return client._json('DELETE', '/v1/vault', undefined, options);
       },
     };
+    this.usage = {
+      /**
+       * The caller's tier, limits, what remains, when it resets and today's totals
+       * (`GET /v1/usage`, the plain JSON object).
+       * @param {RequestOptions} [options]
+       * @returns {Promise<Record<string, any>>}
+       */
+      retrieve(options = {}) {
+        return client._json('GET', '/v1/usage', undefined, options);
+      },
+    };
   }
 
   /** @returns {string} */
@@ -744,12 +833,15 @@ export class Native1API {
     return { baseUrl: this.baseUrl };
   }
 
-  /** @returns {Promise<string>} */
-  async _currentToken() {
-    const self = /** @type {{_token?: string, _getToken?: () => string|Promise<string>}} */ (
+  /**
+   * @param {boolean} [forceRefresh]
+   * @returns {Promise<string>}
+   */
+  async _currentToken(forceRefresh = false) {
+    const self = /** @type {{_token?: string, _getToken?: TokenProvider}} */ (
       /** @type {unknown} */ (this)
     );
-    const token = self._getToken ? await self._getToken() : self._token;
+    const token = self._getToken ? await self._getToken({ forceRefresh }) : self._token;
     if (typeof token !== 'string' || !token.trim()) {
       throw new AuthenticationError('No Firebase ID token: getToken returned an empty value.', {
         code: 'missing_token',
@@ -758,13 +850,14 @@ export class Native1API {
     return token.trim();
   }
 
-  /** @returns {Promise<string|null>} the App Check token, or null without `getAppCheckToken` */
-  async _currentAppCheckToken() {
-    const self = /** @type {{_getAppCheckToken?: () => string|Promise<string>}} */ (
-      /** @type {unknown} */ (this)
-    );
+  /**
+   * @param {boolean} [forceRefresh]
+   * @returns {Promise<string|null>} the App Check token, or null without `getAppCheckToken`
+   */
+  async _currentAppCheckToken(forceRefresh = false) {
+    const self = /** @type {{_getAppCheckToken?: TokenProvider}} */ (/** @type {unknown} */ (this));
     if (!self._getAppCheckToken) return null;
-    const token = await self._getAppCheckToken();
+    const token = await self._getAppCheckToken({ forceRefresh });
     if (typeof token !== 'string' || !token.trim()) {
       throw new AuthenticationError(
         'No Firebase App Check token: getAppCheckToken returned an empty value.',
@@ -784,12 +877,16 @@ export class Native1API {
    */
   async _send(method, path, body, options, how) {
     const timeout = options.timeout ?? this.timeout;
+    // One forced refresh of each token per call, not counted as a retry (see `_refreshFor`).
+    const refresh = { idToken: false, appCheck: false, idTokenDone: false, appCheckDone: false };
     for (let attempt = 0; ; attempt++) {
       if (options.signal?.aborted) {
         throw new APIUserAbortError('The request was aborted.', { cause: options.signal.reason });
       }
-      const token = await this._currentToken();
-      const appCheck = await this._currentAppCheckToken();
+      const token = await this._currentToken(refresh.idToken);
+      const appCheck = await this._currentAppCheckToken(refresh.appCheck);
+      refresh.idToken = false;
+      refresh.appCheck = false;
       const secrets = appCheck === null ? [token, ...how.secrets] : [token, appCheck, ...how.secrets];
       /** @type {Record<string, string>} */
       const headers = { accept: how.accept };
@@ -822,6 +919,17 @@ export class Native1API {
         link.release();
         error = errorFromResponse(response, text, secrets);
         retryable = RETRY_STATUSES.has(response.status);
+        const stale = this._refreshFor(error);
+        if (stale === 'idToken' && !refresh.idTokenDone) {
+          refresh.idToken = refresh.idTokenDone = true;
+          attempt--; // a refreshed credential is not a retry of a failed request
+          continue;
+        }
+        if (stale === 'appCheck' && !refresh.appCheckDone) {
+          refresh.appCheck = refresh.appCheckDone = true;
+          attempt--;
+          continue;
+        }
       } catch (err) {
         link.release();
         if (link.aborted()) {
@@ -841,6 +949,28 @@ export class Native1API {
         throw new APIUserAbortError('The request was aborted.', { cause: reason });
       });
     }
+  }
+
+  /**
+   * Which token a 401 says is stale, if a fresh one could help: `appCheck` for
+   * `invalid_app_check_token` (with an App Check provider), `idToken` when the gateway refused
+   * the ID token (challenge `Bearer error="invalid_token"`; with a provider). A 401 for the
+   * user's stored provider key has a plain `Bearer` challenge: no refresh. When the challenge
+   * cannot be read (a cross-origin server that does not expose `WWW-Authenticate`), any other
+   * 401 counts as the ID token's: one useless refresh is cheaper than a user stuck signed out.
+   * @param {Native1APIError} error
+   * @returns {'idToken'|'appCheck'|null}
+   */
+  _refreshFor(error) {
+    if (error.status !== 401) return null;
+    const self = /** @type {{_getToken?: unknown, _getAppCheckToken?: unknown}} */ (
+      /** @type {unknown} */ (this)
+    );
+    if (error.code === 'invalid_app_check_token') return self._getAppCheckToken ? 'appCheck' : null;
+    if (!self._getToken) return null;
+    const challenge = error.headers?.get('www-authenticate');
+    if (challenge === null || challenge === undefined) return 'idToken';
+    return /error="invalid_token"/i.test(challenge) ? 'idToken' : null;
   }
 
   /**

@@ -54,6 +54,10 @@ def ports() -> dict[str, str]:
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{bridge}",
         "WORKERS_AI_STANDIN_PORT": str(free_port()),
         "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        # The page on a free port, and no Auth Emulator of the devstack's own (fixed port 9099):
+        # tests/browser/test_devstack_page.py covers both.
+        "DEVSTACK_WEB_ADDR": f"127.0.0.1:{free_port()}",
+        "DEVSTACK_AUTH_EMULATOR": "off",
     }
     env["VAULT_ADDR"] = env["VAULT_LISTEN_ADDR"]
     env["GATEWAY_ADDR"] = env["GATEWAY_LISTEN_ADDR"]

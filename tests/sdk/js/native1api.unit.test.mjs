@@ -18,6 +18,8 @@ import {
   PermissionDeniedError,
   RateLimitError,
   StreamError,
+  appCheckToken,
+  firebaseIdToken,
 } from '../../../sdk/js/native1api.mjs';
 
 const BASE = 'http://gateway.test';
@@ -518,5 +520,119 @@ describe('App Check', () => {
     for (const text of [inspect(api), JSON.stringify(api), String(api), Object.keys(api).join()]) {
       assert.ok(!text.includes(APP_CHECK), text);
     }
+  });
+});
+
+describe('token refresh on 401', () => {
+  const refused = (code = 'invalid_api_key') =>
+    apiError(401, code, { 'www-authenticate': 'Bearer error="invalid_token"' });
+
+  test('a refused ID token: one forced refresh, the request sent again (JSON and stream)', async () => {
+    const { fetch, requests } = script(refused(), json(200, COMPLETION), refused(), sse(frames()));
+    const calls = [];
+    const api = new Native1API({
+      baseUrl: BASE,
+      fetch,
+      getToken: ({ forceRefresh }) => {
+        calls.push(forceRefresh);
+        return forceRefresh ? 'fresh-token' : 'stale-token';
+      },
+    });
+    assert.deepEqual(await api.chat.completions.create({ model: MODEL, messages: MESSAGES }), COMPLETION);
+    const chunks = await collect(await api.chat.completions.create({ model: MODEL, messages: MESSAGES, stream: true }));
+    assert.equal(chunks.length, CHUNKS.length);
+    assert.deepEqual(calls, [false, true, false, true]);
+    assert.deepEqual(
+      requests.map((r) => r.headers.get('authorization')),
+      ['Bearer stale-token', 'Bearer fresh-token', 'Bearer stale-token', 'Bearer fresh-token'],
+    );
+  });
+
+  test('only once: a second refusal is thrown, and is not a retry of maxRetries', async () => {
+    const { fetch, requests } = script(refused());
+    let n = 0;
+    const api = new Native1API({ baseUrl: BASE, fetch, maxRetries: 3, getToken: () => `t${n++}` });
+    await assert.rejects(api.models.list(), (err) => err instanceof AuthenticationError && err.status === 401);
+    assert.equal(requests.length, 2);
+  });
+
+  test('no refresh for a stored provider key rejected (plain Bearer challenge) or a fixed token', async () => {
+    let s = script(apiError(401, 'invalid_api_key', { 'www-authenticate': 'Bearer' }));
+    const forced = [];
+    const api = new Native1API({ baseUrl: BASE, fetch: s.fetch, getToken: (o) => (forced.push(o.forceRefresh), 't') });
+    await assert.rejects(api.chat.completions.create({ model: MODEL, messages: MESSAGES }), AuthenticationError);
+    assert.equal(s.requests.length, 1);
+    assert.deepEqual(forced, [false]);
+    s = script(refused());
+    await assert.rejects(client(s.fetch).models.list(), AuthenticationError);
+    assert.equal(s.requests.length, 1);
+  });
+
+  test('a challenge the browser cannot read (not exposed by CORS) counts as the ID token', async () => {
+    const { fetch, requests } = script(apiError(401, 'invalid_api_key'), json(200, { exists: false }));
+    const api = new Native1API({ baseUrl: BASE, fetch, getToken: ({ forceRefresh }) => (forceRefresh ? 'b' : 'a') });
+    assert.deepEqual(await api.vault.exists(), { exists: false });
+    assert.deepEqual(requests.map((r) => r.headers.get('authorization')), ['Bearer a', 'Bearer b']);
+  });
+
+  test('invalid_app_check_token: one forced App Check refresh, the ID token kept', async () => {
+    const { fetch, requests } = script(refused('invalid_app_check_token'), json(200, { exists: false }));
+    const idCalls = [];
+    const api = client(fetch, {
+      token: undefined,
+      getToken: ({ forceRefresh }) => (idCalls.push(forceRefresh), TOKEN),
+      getAppCheckToken: ({ forceRefresh }) => (forceRefresh ? 'ac-fresh' : 'ac-stale'),
+    });
+    await api.vault.exists();
+    assert.deepEqual(requests.map((r) => r.headers.get('x-firebase-appcheck')), ['ac-stale', 'ac-fresh']);
+    assert.deepEqual(idCalls, [false, false]);
+  });
+
+  test('firebaseIdToken: getIdToken(forceRefresh) of the signed-in user; nobody signed in sends nothing', async () => {
+    const asked = [];
+    const auth = { currentUser: { getIdToken: async (force) => (asked.push(force), force ? 'new' : 'cached') } };
+    const { fetch, requests } = script(refused(), json(200, { exists: false }));
+    const api = new Native1API({ baseUrl: BASE, fetch, getToken: firebaseIdToken(auth) });
+    await api.vault.exists();
+    assert.deepEqual(asked, [false, true]);
+    assert.deepEqual(requests.map((r) => r.headers.get('authorization')), ['Bearer cached', 'Bearer new']);
+    auth.currentUser = null;
+    await assert.rejects(api.vault.exists(), (err) => err instanceof AuthenticationError && err.code === 'not_signed_in');
+    assert.equal(requests.length, 2);
+  });
+
+  test('appCheckToken wraps firebase/app-check getToken', async () => {
+    const seen = [];
+    const provider = appCheckToken(async (instance, force) => (seen.push([instance, force]), { token: 'ac' }), 'instance');
+    assert.equal(await provider({ forceRefresh: true }), 'ac');
+    assert.deepEqual(seen, [['instance', true]]);
+  });
+
+  test('stream.rateLimit and usage.retrieve()', async () => {
+    const headers = {
+      ...SSE_HEADERS,
+      'x-ratelimit-limit-requests': '60',
+      'x-ratelimit-remaining-requests': '59',
+      'x-ratelimit-reset-requests': '1s',
+    };
+    const usage = { object: 'usage', tier: 'default' };
+    const { fetch, requests } = script(
+      (init) => new Response(body([frames()], { signal: init.signal }), { status: 200, headers }),
+      json(200, usage),
+    );
+    const api = client(fetch);
+    const stream = await api.chat.completions.create({ model: MODEL, messages: MESSAGES, stream: true });
+    assert.deepEqual(stream.rateLimit, {
+      limitRequests: 60,
+      remainingRequests: 59,
+      resetRequests: '1s',
+      limitTokens: null,
+      remainingTokens: null,
+      resetTokens: null,
+    });
+    await collect(stream);
+    assert.deepEqual(await api.usage.retrieve(), usage);
+    assert.equal(requests[1].url, `${BASE}/v1/usage`);
+    assert.equal(requests[1].method, 'GET');
   });
 });
