@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import grpc
-import httpx
 from prometheus_client import start_http_server
 
 from gateway_service.config import GatewaySettings
@@ -19,7 +18,7 @@ from gateway_service.providers.together import Together
 from gateway_service.providers.workers_ai import WorkersAI
 from gateway_service.routing import AliasTable, Router
 from gateway_service.servicer import GatewayServicer
-from gateway_service.upstream_http import make_client
+from gateway_service.upstream_http import UpstreamClient, make_client
 from gateway_service.vault_client import VaultClient
 from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from rpc_common.auth import AppCheck, AppCheckVerifier, TokenVerifier
@@ -33,7 +32,7 @@ class GatewayApp:
     """A bound gateway server and what it owns; `aclose` releases all but the server."""
 
     serving: Serving
-    http: dict[ProviderName, httpx.AsyncClient]
+    http: dict[ProviderName, UpstreamClient]
     """One pooled client per provider (`upstream_http`)."""
     metrics: GatewayMetrics
     resources: AsyncExitStack
@@ -47,7 +46,7 @@ class GatewayApp:
 
 def build_router(
     settings: GatewaySettings,
-    http: Mapping[ProviderName, httpx.AsyncClient],
+    http: Mapping[ProviderName, UpstreamClient],
     workers_ai: WorkersAI,
 ) -> Router:
     return Router(
@@ -74,7 +73,7 @@ async def build_gateway(
     resources = AsyncExitStack()
     try:
         # One pool per provider: a flood to one provider cannot take another's connections.
-        http: dict[ProviderName, httpx.AsyncClient] = {}
+        http: dict[ProviderName, UpstreamClient] = {}
         for name in PROVIDER_ENUM:
             http[name] = make_client(settings.http)
             resources.push_async_callback(http[name].aclose)

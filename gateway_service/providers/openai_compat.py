@@ -8,7 +8,7 @@ they share lives here, in `OpenAICompatProvider`:
   field the provider does not document refused by name (SPEC §2: nothing is silently dropped);
 - sending through `upstream_http.open_stream` (pooled client, retries before the first byte,
   non-2xx answers parsed by the provider's `parse_error` and mapped by `errors`);
-- the non-stream body (leading whitespace allowed), and the SSE stream read with httpx-sse;
+- the non-stream body (leading whitespace allowed), and the SSE stream (`sse_decoder`);
 - errors reported inside a 200 body or stream (OpenRouter's padded bodies and mid-stream error
   chunks, Together's error frame) mapped to the same table;
 - the model listing, cached per key (by the key's SHA-256, never the key) for a few minutes.
@@ -31,15 +31,18 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, ClassVar, Final
 
-import httpx
 import orjson
-from httpx_sse import EventSource
+from yarl import URL
 
 from gateway_service import errors
 from gateway_service.providers.base import ProviderName, UpstreamCall
 from gateway_service.upstream_http import (
     MAX_ERROR_BODY,
+    READ_ERRORS,
+    Headers,
     HttpSettings,
+    UpstreamClient,
+    UpstreamResponse,
     drain_after_done,
     ensure_rpc_error,
     open_stream,
@@ -136,7 +139,7 @@ class OpenAICompatProvider:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamClient,
         settings: HttpSettings,
         base_url: str,
         *,
@@ -145,9 +148,14 @@ class OpenAICompatProvider:
         self._http = http
         self._settings = settings
         base = base_url.rstrip("/")
-        self._chat_url = base + "/chat/completions"
-        self._models_url = base + "/models"
-        self._headers = {"content-type": _JSON, **(headers or {})}
+        # Built once: the endpoints' parsed URLs and the headers every request carries.
+        self._chat_url = URL(base + "/chat/completions")
+        self._models_url = URL(base + "/models")
+        static = {"content-type": _JSON, **(headers or {})}
+        self._accept_headers = {
+            _SSE: {**static, "accept": _SSE},
+            _JSON: {**static, "accept": _JSON},
+        }
         self._models_cache: OrderedDict[bytes, tuple[float, Models]] = OrderedDict()
 
     # ---- hooks -----------------------------------------------------------------------------
@@ -160,7 +168,7 @@ class OpenAICompatProvider:
         status: int,
         message: str,
         error: Mapping[str, Any],
-        headers: httpx.Headers | None,
+        headers: Headers | None,
     ) -> errors.UpstreamHTTPError:
         """Turn a provider error (HTTP status or the code of an error reported in a 200, its
         message and error object) into what `errors.from_upstream_status` maps."""
@@ -172,9 +180,7 @@ class OpenAICompatProvider:
 
     # ---- errors ----------------------------------------------------------------------------
 
-    def parse_error(
-        self, status: int, body: bytes, headers: httpx.Headers
-    ) -> errors.UpstreamHTTPError:
+    def parse_error(self, status: int, body: bytes, headers: Headers) -> errors.UpstreamHTTPError:
         """Parse a non-2xx answer (`upstream_http.ErrorParser`)."""
         error, text = _envelope(body)
         message = error.get("message")
@@ -203,13 +209,13 @@ class OpenAICompatProvider:
     # ---- requests --------------------------------------------------------------------------
 
     def _request_headers(self, api_key: str, accept: str) -> dict[str, str]:
-        # A key that cannot be a header value would make h11 raise with the value in its
-        # message; report it as the rejected key it is instead.
+        # A key that cannot be a header value would make the HTTP client raise with the value
+        # in its message (or, worse, split the header); report it as the rejected key it is.
         if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
             raise errors.from_upstream_status(
                 self.name, errors.UpstreamHTTPError(401, "malformed API key"), byok=True
             )
-        return {**self._headers, "authorization": f"Bearer {api_key}", "accept": accept}
+        return {**self._accept_headers[accept], "authorization": f"Bearer {api_key}"}
 
     def _check_request(self, req: chat_pb2.ChatCompletionRequest) -> None:
         """Refuse what the provider would silently ignore: unknown extras, unknown part types."""
@@ -251,36 +257,41 @@ class OpenAICompatProvider:
         self._adapt_body(body, stream=stream)
         return body
 
-    def _chat_request(self, call: UpstreamCall, *, stream: bool) -> httpx.Request:
-        body = self.build_body(call, stream=stream)
-        return self._http.build_request(
-            "POST",
-            self._chat_url,
-            content=orjson.dumps(body),
-            headers=self._request_headers(call.api_key, _SSE if stream else _JSON),
-        )
+    async def _send_chat(self, call: UpstreamCall, *, stream: bool) -> UpstreamResponse:
+        body = orjson.dumps(self.build_body(call, stream=stream))
+        headers = self._request_headers(call.api_key, _SSE if stream else _JSON)
+        return await self._send("POST", self._chat_url, headers, body, call.api_key, call.byok)
 
-    async def _send(self, request: httpx.Request, api_key: str, byok: bool) -> httpx.Response:
-        def parse_error(
-            status: int, body: bytes, headers: httpx.Headers
-        ) -> errors.UpstreamHTTPError:
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        api_key: str,
+        byok: bool,
+    ) -> UpstreamResponse:
+        def parse_error(status: int, body: bytes, headers: Headers) -> errors.UpstreamHTTPError:
             failure = self.parse_error(status, body, headers)
             failure.message = _scrub(failure.message, api_key)
             return failure
 
         return await open_stream(
             self._http,
-            request,
+            method,
+            url,
+            headers=headers,
+            body=body,
             provider=self.name,
             byok=byok,
             parse_error=parse_error,
             settings=self._settings,
         )
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: UpstreamResponse) -> bytes:
         try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
+            return await response.read()
+        except READ_ERRORS as exc:
             raise ensure_rpc_error(exc, self.name) from None
         finally:
             await response.aclose()
@@ -289,10 +300,9 @@ class OpenAICompatProvider:
 
     async def complete(self, call: UpstreamCall) -> chat_pb2.ChatCompletion:
         """One whole completion; `model` is the id the client asked for."""
-        request = self._chat_request(call, stream=False)
         try:
             async with asyncio.timeout(self._settings.total_timeout_seconds):
-                raw = await self._read(await self._send(request, call.api_key, call.byok))
+                raw = await self._read(await self._send_chat(call, stream=False))
         except TimeoutError:
             raise errors.timed_out(self.name) from None
         try:
@@ -315,10 +325,9 @@ class OpenAICompatProvider:
         Closing this generator (the gRPC call was cancelled) closes the upstream response at
         once, through the `finally` below.
         """
-        request = self._chat_request(call, stream=True)
-        response = await self._send(request, call.api_key, call.byok)
+        response = await self._send_chat(call, stream=True)
         try:
-            if _SSE not in response.headers.get("content-type", ""):
+            if _SSE not in response.content_type:
                 raise await self._not_sse(response, call)
             model = call.request.model
             deadline = time.monotonic() + self._settings.total_timeout_seconds
@@ -326,7 +335,7 @@ class OpenAICompatProvider:
             started = False
             done = False
             try:
-                async with contextlib.aclosing(EventSource(response).aiter_sse()) as events:
+                async with contextlib.aclosing(response.events()) as events:
                     async for event in events:
                         data = event.data
                         if data == _DONE:
@@ -355,21 +364,18 @@ class OpenAICompatProvider:
                         yield chunk
                     if done:
                         await drain_after_done(events)
-            except httpx.HTTPError as exc:
+            except READ_ERRORS as exc:
                 raise ensure_rpc_error(exc, self.name) from None
             if not done:
                 raise errors.stream_interrupted(self.name, "the connection closed before [DONE]")
         finally:
             await response.aclose()
 
-    async def _not_sse(self, response: httpx.Response, call: UpstreamCall) -> RpcError:
+    async def _not_sse(self, response: UpstreamResponse, call: UpstreamCall) -> RpcError:
         """A 2xx answer to a streaming request that is not SSE: an error object, or garbage."""
+        body = await response.read_bounded(MAX_ERROR_BODY)  # a broken body reads as garbage
         try:
-            body = await response.aread()
-        except httpx.HTTPError as exc:
-            return ensure_rpc_error(exc, self.name)
-        try:
-            data = orjson.loads(body[:MAX_ERROR_BODY])
+            data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
         if isinstance(data, dict) and data.get("error"):
@@ -391,10 +397,10 @@ class OpenAICompatProvider:
         cached = self._models_cache.get(digest)
         if cached is not None and cached[0] > now:
             return list(cached[1])
-        request = self._http.build_request(
-            "GET", self._models_url, headers=self._request_headers(api_key, _JSON)
+        headers = self._request_headers(api_key, _JSON)
+        raw = await self._read(
+            await self._send("GET", self._models_url, headers, None, api_key, byok)
         )
-        raw = await self._read(await self._send(request, api_key, byok))
         try:
             models = self._models_from_json(orjson.loads(raw))
         except (orjson.JSONDecodeError, UpstreamFormatError):

@@ -22,12 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-import httpx
-
 from gateway_service import errors
 from gateway_service.providers.base import ProviderName
 from gateway_service.providers.openai_compat import Models, OpenAICompatProvider
-from gateway_service.upstream_http import HttpSettings
+from gateway_service.upstream_http import Headers, HttpSettings, UpstreamClient
 from native1api.gateway.v1 import gateway_service_pb2
 from rpc_common.openai import UpstreamFormatError
 from rpc_common.openai.upstream import int_of, list_of, object_of, string_of
@@ -73,7 +71,7 @@ class OpenRouter(OpenAICompatProvider):
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamClient,
         settings: HttpSettings,
         base_url: str = DEFAULT_BASE_URL,
         *,
@@ -105,7 +103,7 @@ class OpenRouter(OpenAICompatProvider):
         status: int,
         message: str,
         error: Mapping[str, Any],
-        headers: httpx.Headers | None,
+        headers: Headers | None,
     ) -> errors.UpstreamHTTPError:
         code = error.get("code")
         provider_code: int | str | None = (

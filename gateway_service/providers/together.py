@@ -21,12 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-import httpx
-
 from gateway_service import errors
 from gateway_service.providers.base import ProviderName
 from gateway_service.providers.openai_compat import Models, OpenAICompatProvider, error_code_of
-from gateway_service.upstream_http import HttpSettings
+from gateway_service.upstream_http import Headers, HttpSettings, UpstreamClient
 from native1api.gateway.v1 import gateway_service_pb2
 from rpc_common.openai import UpstreamFormatError
 from rpc_common.openai.upstream import int_of, list_of, object_of, string_of
@@ -62,7 +60,7 @@ class Together(OpenAICompatProvider):
     part_types: ClassVar[frozenset[str]] = _PART_TYPES
 
     def __init__(
-        self, http: httpx.AsyncClient, settings: HttpSettings, base_url: str = DEFAULT_BASE_URL
+        self, http: UpstreamClient, settings: HttpSettings, base_url: str = DEFAULT_BASE_URL
     ) -> None:
         super().__init__(http, settings, base_url)
 
@@ -86,7 +84,7 @@ class Together(OpenAICompatProvider):
         status: int,
         message: str,
         error: Mapping[str, Any],
-        headers: httpx.Headers | None,
+        headers: Headers | None,
     ) -> errors.UpstreamHTTPError:
         provider_code = error_code_of(error)
         if status == 403:

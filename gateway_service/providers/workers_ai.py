@@ -44,9 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
 import orjson
-from httpx_sse import EventSource
+from yarl import URL
 
 from gateway_service import errors
 from gateway_service.providers.base import ProviderName, UpstreamCall
@@ -60,8 +59,12 @@ from gateway_service.providers.workers_ai_stream import (
     reported_status,
 )
 from gateway_service.upstream_http import (
+    READ_ERRORS,
     ErrorParser,
+    Headers,
     HttpSettings,
+    UpstreamClient,
+    UpstreamResponse,
     drain_after_done,
     ensure_rpc_error,
     open_stream,
@@ -101,6 +104,9 @@ _MODEL_ID: Final = re.compile(r"@(?:cf|hf)/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9
 _TEXT_PART_TYPES: Final = frozenset({"text", "refusal"})
 _VISION_PART_TYPES: Final = frozenset({"text", "image_url"})
 _DONE: Final = "[DONE]"
+_SSE: Final = "text/event-stream"
+# Parsed request URLs kept per endpoint (one per model id); past this many the map starts over.
+_MAX_CACHED_URLS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +350,7 @@ class WorkersAI:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamClient,
         settings: HttpSettings,
         base_url: str,
         account_id: str,
@@ -365,6 +371,10 @@ class WorkersAI:
         self._run_url = account_url + "/run/"
         self._v1_url = account_url + "/v1/chat/completions"
         self.catalog = catalog or WorkersAICatalog(http, settings, base_url, account_id)
+        # Built once: the static request headers, and each endpoint's parsed URL.
+        self._stream_headers = {"Content-Type": "application/json", "Accept": _SSE}
+        self._json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._urls: dict[str, URL] = {}
 
     def max_tokens_for(self, request: chat_pb2.ChatCompletionRequest) -> int:
         """The `max_tokens` this adapter sends for `request` (admission reserves it)."""
@@ -374,17 +384,16 @@ class WorkersAI:
 
     async def complete(self, call: UpstreamCall) -> chat_pb2.ChatCompletion:
         plan = self.plan(call, stream=False)
-        request = self._request(plan, call.api_key, stream=False)
         try:
             async with asyncio.timeout(self._settings.total_timeout_seconds):
-                response = await self._open(request, call)
+                response = await self._open(plan, call, stream=False)
                 try:
-                    raw = await response.aread()
+                    raw = await response.read()
                 finally:
                     await response.aclose()
         except TimeoutError:
             raise errors.timed_out(PROVIDER) from None
-        except httpx.HTTPError as exc:
+        except READ_ERRORS as exc:
             raise ensure_rpc_error(exc, PROVIDER) from None
         return self._completion(raw, call, plan)
 
@@ -392,20 +401,19 @@ class WorkersAI:
         self, call: UpstreamCall
     ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
         plan = self.plan(call, stream=True)
-        request = self._request(plan, call.api_key, stream=True)
         deadline = time.monotonic() + self._settings.total_timeout_seconds
-        response = await self._open(request, call)
+        response = await self._open(plan, call, stream=True)
         try:
-            if "text/event-stream" not in response.headers.get("content-type", ""):
+            if _SSE not in response.content_type:
                 # gpt-oss style: a streaming request answered with one JSON body.
-                raw = await response.aread()
+                raw = await response.read()
                 for whole in completion_to_chunks(self._completion(raw, call, plan)):
                     yield whole
                 return
             reader = StreamReader(max_tokens=plan.max_tokens, tool_names=plan.tool_names)
             feed = reader.feed
             monotonic = time.monotonic
-            async with contextlib.aclosing(EventSource(response).aiter_sse()) as events:
+            async with contextlib.aclosing(response.events()) as events:
                 async for event in events:
                     data = event.data
                     if data.startswith(_DONE):
@@ -430,7 +438,7 @@ class WorkersAI:
                 for closing in reader.finish():
                     yield closing
                 await drain_after_done(events)
-        except httpx.HTTPError as exc:
+        except READ_ERRORS as exc:
             raise ensure_rpc_error(exc, PROVIDER) from None
         finally:
             # Also on cancellation / generator close: drop the upstream connection at once.
@@ -455,22 +463,25 @@ class WorkersAI:
             is_vision=self.catalog.is_vision,
         )
 
-    def _request(self, plan: UpstreamPlan, api_key: str, *, stream: bool) -> httpx.Request:
-        return self._http.build_request(
-            "POST",
-            plan.url,
-            content=orjson.dumps(plan.body),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "text/event-stream" if stream else "application/json",
-            },
-        )
+    def _url(self, url: str) -> URL:
+        urls = self._urls
+        parsed = urls.get(url)
+        if parsed is None:
+            if len(urls) >= _MAX_CACHED_URLS:
+                urls.clear()
+            parsed = urls[url] = URL(url)
+        return parsed
 
-    async def _open(self, request: httpx.Request, call: UpstreamCall) -> httpx.Response:
+    async def _open(
+        self, plan: UpstreamPlan, call: UpstreamCall, *, stream: bool
+    ) -> UpstreamResponse:
+        headers = self._stream_headers if stream else self._json_headers
         return await open_stream(
             self._http,
-            request,
+            "POST",
+            self._url(plan.url),
+            headers={**headers, "Authorization": f"Bearer {call.api_key}"},
+            body=orjson.dumps(plan.body),
             provider=PROVIDER,
             byok=call.byok,
             parse_error=_scrubbing(call.api_key),
@@ -502,7 +513,7 @@ def _scrub(failure: errors.UpstreamHTTPError, api_key: str) -> errors.UpstreamHT
 
 
 def _scrubbing(api_key: str) -> ErrorParser:
-    def parse(status: int, body: bytes, headers: httpx.Headers) -> errors.UpstreamHTTPError:
+    def parse(status: int, body: bytes, headers: Headers) -> errors.UpstreamHTTPError:
         return _scrub(parse_error(status, body, headers), api_key)
 
     return parse

@@ -25,11 +25,11 @@ from importlib import resources
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import orjson
 
 from gateway_service.providers.workers_ai_stream import PROVIDER, parse_error
-from gateway_service.upstream_http import HttpSettings, open_stream
+from gateway_service.upstream_http import HttpSettings, UpstreamClient, open_stream
 from native1api.gateway.v1 import gateway_service_pb2
 from rpc_common.status import RpcError
 
@@ -127,7 +127,7 @@ class WorkersAICatalog:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamClient,
         settings: HttpSettings,
         base_url: str,
         account_id: str,
@@ -183,7 +183,7 @@ class WorkersAICatalog:
         try:
             async with asyncio.timeout(self._fetch_timeout):
                 live = await self._fetch(api_key, byok)
-        except (RpcError, httpx.HTTPError, CatalogUnavailable, ValueError, TimeoutError) as exc:
+        except (RpcError, aiohttp.ClientError, CatalogUnavailable, ValueError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, RpcError) else type(exc).__name__
             if not self._failing:
                 _LOGGER.warning(
@@ -227,19 +227,18 @@ class WorkersAICatalog:
     async def _page(self, api_key: str, byok: bool, page: int) -> list[Any]:
         # The query string is written out: the documented spelling is `Text%20Generation`.
         url = f"{self._search_url}?task=Text%20Generation&per_page={self._per_page}&page={page}"
-        request = self._http.build_request(
-            "GET", url, headers={"Authorization": f"Bearer {api_key}"}
-        )
         response = await open_stream(
             self._http,
-            request,
+            "GET",
+            url,
+            headers={"Authorization": f"Bearer {api_key}"},
             provider=PROVIDER,
             byok=byok,
             parse_error=parse_error,
             settings=self._settings,
         )
         try:
-            raw = await response.aread()
+            raw = await response.read()
         finally:
             await response.aclose()
         data = orjson.loads(raw)

@@ -26,10 +26,10 @@ import time
 import uuid
 from typing import Any, Final
 
-import httpx
 import orjson
 
 from gateway_service import errors
+from gateway_service.upstream_http import Headers
 from native1api.gateway.v1 import chat_pb2
 from rpc_common.openai import (
     FINISH_REASON_ALIASES,
@@ -101,7 +101,7 @@ def new_call_id() -> str:
 # ---- errors ------------------------------------------------------------------------------------
 
 
-def parse_error(status: int, body: bytes, headers: httpx.Headers) -> errors.UpstreamHTTPError:
+def parse_error(status: int, body: bytes, headers: Headers) -> errors.UpstreamHTTPError:
     """Read a non-2xx answer: v4 envelope, OpenAI envelope (``/ai/v1``) or a text body.
 
     `headers` is part of the `upstream_http.ErrorParser` signature; `open_stream` itself copies

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from fakes import workers_ai as fake_workers_ai
@@ -19,7 +18,7 @@ from fakes.control import FakeControl, RequestRecord
 from fakes.server import serve_in_thread
 from gateway_service.providers.base import UpstreamCall
 from gateway_service.providers.workers_ai import WorkersAI
-from gateway_service.upstream_http import HttpSettings, make_client
+from gateway_service.upstream_http import HttpSettings, UpstreamClient, make_client
 from native1api.gateway.v1 import chat_pb2
 from rpc_common.openai import FINISH_REASON_NAMES, request_from_json, validate_request
 
@@ -74,7 +73,7 @@ class Env:
 
     app: FakeApp
     base_url: str
-    http: httpx.AsyncClient
+    http: UpstreamClient
     provider: WorkersAI
 
     @property
