@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway_service.ledger.settings import UsageSettings
 from gateway_service.limits.settings import LimitsSettings
 from gateway_service.upstream_http import HttpSettings
 from rpc_common.auth import AppCheckSettings, AuthSettings
@@ -36,6 +37,8 @@ class GatewaySettings:
     vault_cache_seconds: float = 2.0
     metrics_addr: str = ""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    #: The usage ledger; built in code it is off unless given a database URL.
+    usage: UsageSettings = field(default_factory=UsageSettings)
     app_check: AppCheckSettings = field(default_factory=AppCheckSettings)
     shutdown_grace_seconds: float = 15.0
     log_level: str = "INFO"
@@ -88,6 +91,7 @@ class GatewaySettings:
             vault_cache_seconds=_cache_seconds(environ, "GATEWAY_VAULT_CACHE_SECONDS", 2.0),
             metrics_addr=optional(environ, "GATEWAY_METRICS_ADDR", ""),
             limits=LimitsSettings.from_env(environ),
+            usage=UsageSettings.from_env(environ),
             app_check=AppCheckSettings.from_env(environ),
             shutdown_grace_seconds=positive_float(environ, "SHUTDOWN_GRACE_SECONDS", 15.0),
             log_level=optional(environ, "LOG_LEVEL", "INFO"),

@@ -24,7 +24,16 @@ def new_completion_id() -> str:
 class StreamNormalizer:
     """Feeds provider chunks in, gets OpenAI-conformant chunks out."""
 
-    __slots__ = ("_created", "_finished", "_id", "_model", "_provider", "_started", "usage")
+    __slots__ = (
+        "_created",
+        "_finished",
+        "_id",
+        "_model",
+        "_provider",
+        "_started",
+        "finish_reasons",
+        "usage",
+    )
 
     def __init__(self, model: str, provider: str) -> None:
         self._id = new_completion_id()
@@ -34,6 +43,8 @@ class StreamNormalizer:
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self.usage: chat_pb2.Usage | None = None
+        #: Each finished choice's reason, in the order they finished (for traces).
+        self.finish_reasons: list[chat_pb2.FinishReason.ValueType] = []
 
     def _stamp(self, chunk: chat_pb2.ChatCompletionChunk) -> chat_pb2.ChatCompletionChunk:
         chunk.id = self._id
@@ -62,6 +73,7 @@ class StreamNormalizer:
                 delta.role = chat_pb2.ROLE_UNSPECIFIED  # the role chunk already said it
             if choice.finish_reason != _UNSPECIFIED:
                 self._finished.add(index)
+                self.finish_reasons.append(choice.finish_reason)
             elif not _has_content(delta) and not choice.HasField("logprobs"):
                 continue  # an empty delta carries nothing worth a frame
             keep.append(choice)

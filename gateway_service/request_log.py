@@ -31,6 +31,19 @@ class RequestRecord:
     latency_ms: float = 0.0
     upstream_ms: float = 0.0
     usage: chat_pb2.Usage | None = None
+    # Set once the completion is admitted (`routed`): what the usage ledger needs beyond the log.
+    admitted: bool = False
+    upstream_model: str = ""
+    byok: bool = False
+    prompt_estimate: int = 0
+    streamed_characters: int = 0
+
+    def routed(self, upstream_model: str, byok: bool, prompt_estimate: int) -> None:
+        """Mark the completion admitted: from now on it ends in a usage ledger record."""
+        self.admitted = True
+        self.upstream_model = upstream_model
+        self.byok = byok
+        self.prompt_estimate = prompt_estimate
 
     def emit(self) -> None:
         prompt = self.usage.prompt_tokens if self.usage is not None else -1

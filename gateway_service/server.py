@@ -10,6 +10,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from gateway_service.config import GatewaySettings
+from gateway_service.ledger import UsageLedger, start_ledger
 from gateway_service.limits import Admission, LimitStore, MemoryStore, RedisStore
 from gateway_service.metrics import GatewayMetrics
 from gateway_service.providers.base import PROVIDER_ENUM, ProviderName
@@ -39,6 +40,7 @@ class GatewayApp:
     vault: VaultClient | None = None
     admission: Admission | None = None
     app_check: AppCheck | None = None
+    ledger: UsageLedger | None = None
 
     async def aclose(self) -> None:
         await self.resources.aclose()
@@ -116,6 +118,11 @@ async def build_gateway(
         )
         resources.push_async_callback(admission.aclose)
         admission.start()
+        # Closed before the admission (LIFO), after the server has drained: every completion
+        # that ended is in the queue, and the close writes it out.
+        ledger = await start_ledger(settings.usage, metrics.registry)
+        if ledger is not None:
+            resources.push_async_callback(ledger.aclose)
         servicer = GatewayServicer(
             verifier=verifier,
             vault=vault,
@@ -123,6 +130,7 @@ async def build_gateway(
             metrics=metrics,
             admission=admission,
             app_check=app_check,
+            ledger=ledger,
         )
 
         def register(server: grpc.aio.Server) -> None:
@@ -134,7 +142,7 @@ async def build_gateway(
     except BaseException:
         await resources.aclose()
         raise
-    return GatewayApp(serving, http, metrics, resources, vault, admission, app_check)
+    return GatewayApp(serving, http, metrics, resources, vault, admission, app_check, ledger)
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from gateway_service import tracing
+from gateway_service.batching import ready_batches
+from gateway_service.ledger import UsageLedger
+from gateway_service.ledger.history import fill_history, not_recorded, requested_range
 from gateway_service.limits import Admission
-from gateway_service.limits.estimate import chunk_characters
+from gateway_service.limits.estimate import chunk_characters, prompt_tokens
 from gateway_service.metrics import GatewayMetrics
 from gateway_service.normalize import StreamNormalizer, new_completion_id
 from gateway_service.providers.base import PROVIDER_ENUM, UpstreamCall
 from gateway_service.request_log import RequestRecord
 from gateway_service.routing import Route, Router
 from gateway_service.vault_client import VaultClient
-from native1api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from native1api.gateway.v1 import chat_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 from rpc_common.auth import AppCheck, Caller, TokenVerifier, authenticate, require_app_check
 from rpc_common.openai import validate_request
 from rpc_common.request_id import new_request_id, request_id_or_new
@@ -32,6 +37,20 @@ def _request_id(context: Context) -> str:
         if key == "x-request-id":
             return request_id_or_new(value)  # a forged id could forge log fields
     return new_request_id()
+
+
+_NO_PROVIDER: Final = gateway_service_pb2.PROVIDER_UNSPECIFIED  # said on the first message only
+
+
+async def _normalized(
+    upstream: AsyncIterator[chat_pb2.ChatCompletionChunk], normalizer: StreamNormalizer
+) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+    """The provider's chunks as the client gets them (role first, one finish, usage last)."""
+    async for chunk in upstream:
+        for out in normalizer.feed(chunk):
+            yield out
+    for out in normalizer.finish():
+        yield out
 
 
 def _send_head(
@@ -66,7 +85,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         metrics: GatewayMetrics,
         admission: Admission,
         app_check: AppCheck | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
+        self._ledger = ledger
         self._verifier = verifier
         self._app_check = app_check
         self._vault = vault
@@ -78,6 +99,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         record.latency_ms = (time.perf_counter() - started) * 1000
         record.emit()
         self._metrics.observe(record)
+        if record.admitted and self._ledger is not None:
+            self._ledger.record(record)  # an O(1) append; written off the request path
 
     async def _route(self, caller: Caller, model: str) -> Route:
         return self._router.route(model, await self._vault.byok_key(caller))
@@ -97,14 +120,19 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
-            lease = await self._admission.admit(
-                caller, req, provider=route.provider.name, byok=route.byok
-            )
+            with tracing.admission(caller.uid):
+                lease = await self._admission.admit(
+                    caller, req, provider=route.provider.name, byok=route.byok
+                )
+            # From here on every end writes a ledger record (an unmetered lease has no estimate).
+            record.routed(route.model, route.byok, lease.prompt_estimate or prompt_tokens(req))
             head = _send_head(context, lease.metadata)
             try:
                 call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
                 upstream_started = time.perf_counter()
-                completion = await route.provider.complete(call)
+                with tracing.upstream(route, req.model) as traced:
+                    completion = await route.provider.complete(call)
+                    traced.completed(completion)
                 upstream = time.perf_counter() - upstream_started
                 record.upstream_ms = upstream * 1000
                 record.usage = completion.usage if completion.HasField("usage") else None
@@ -146,9 +174,11 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             record.model = req.model  # only once validated: it goes into logs and labels
             route = await self._route(caller, req.model)
             record.provider = route.provider.name
-            lease = await self._admission.admit(
-                caller, req, provider=route.provider.name, byok=route.byok
-            )
+            with tracing.admission(caller.uid):
+                lease = await self._admission.admit(
+                    caller, req, provider=route.provider.name, byok=route.byok
+                )
+            record.routed(route.model, route.byok, lease.prompt_estimate or prompt_tokens(req))
             streamed = 0  # characters generated, to settle a stream cut before its usage
             normalizer = StreamNormalizer(req.model, route.provider.name)
             head = _send_head(context, lease.metadata)
@@ -156,29 +186,43 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 call = UpstreamCall(req, route.model, route.api_key, route.byok, record.request_id)
                 provider = PROVIDER_ENUM[route.provider.name]
                 response = gateway_service_pb2.StreamChatCompletionResponse
+                together = request.allow_batches  # several ready chunks may share a message
                 first = True
                 upstream = route.provider.stream(call)
+                batches = ready_batches(_normalized(upstream, normalizer))
+                traced = tracing.upstream(route, req.model)
                 self._metrics.streams_in_flight.inc()
                 try:
-                    async for chunk in upstream:
-                        for out in normalizer.feed(chunk):
+                    async for batch in batches:
+                        for out in batch:
                             streamed += chunk_characters(out)
-                            if first:
+                        if first:
+                            traced.first_token()
+                            await _head_sent(head)  # the head goes before any chunk
+                        if together:
+                            yield response(
+                                chunk=batch[0],
+                                more_chunks=batch[1:],
+                                provider=provider if first else _NO_PROVIDER,
+                            )
+                            first = False
+                        else:
+                            for out in batch:
+                                yield response(
+                                    chunk=out, provider=provider if first else _NO_PROVIDER
+                                )
                                 first = False
-                                await _head_sent(head)  # the head goes before any chunk
-                                yield response(chunk=out, provider=provider)
-                            else:
-                                yield response(chunk=out)
-                    for out in normalizer.finish():
-                        yield response(chunk=out)
                 finally:
                     # Closing the provider's generator closes the upstream connection at once,
                     # also when the gRPC call was cancelled mid-stream.
+                    await batches.aclose()
                     await upstream.aclose()
                     self._metrics.streams_in_flight.dec()
+                    traced.end(normalizer.usage, normalizer.finish_reasons)
                     record.usage = normalizer.usage
             finally:
                 # Every end frees the slot: last byte, upstream error, client gone, deadline.
+                record.streamed_characters = streamed  # the ledger's estimate when cut
                 lease.settle(normalizer.usage, streamed)
                 await _head_sent(head)
         except RpcError as error:
@@ -198,7 +242,14 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_service_pb2.GetUsageRequest, context: Context
     ) -> gateway_service_pb2.GetUsageResponse:
         caller = await authenticate(context, self._verifier)
-        return await self._admission.usage(caller)
+        days = requested_range(request, dt.datetime.now(dt.UTC).date())
+        response = await self._admission.usage(caller)
+        if days is not None:
+            if self._ledger is None:
+                raise not_recorded()
+            await self._ledger.flushed(within=2.0)  # include the caller's latest completions
+            await fill_history(response.history, self._ledger.store, caller.uid, *days)
+        return response
 
     @unary_errors
     async def ListModels(

@@ -36,7 +36,7 @@ import certifi
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway_service import errors
+from gateway_service import errors, tracing
 from gateway_service.sse_decoder import EventStreamError, ServerSentEvent, SSEDecoder
 from rpc_common.status import RpcError
 
@@ -347,6 +347,7 @@ async def open_stream(
         except aiohttp.ClientError as exc:
             _LOGGER.warning("%s: transport error %s", provider, _kind(exc))
             raise errors.unreachable(provider) from None
+        tracing.first_byte()  # the response head arrived (a flag check while tracing is off)
         if response.is_success:
             return response
         try:

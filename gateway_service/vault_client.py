@@ -36,9 +36,16 @@ import grpc
 from gateway_service import errors
 from gateway_service.routing import ByokKey
 from native1api.vault.v1 import api_key_pb2, vault_service_pb2, vault_service_pb2_grpc
+from rpc_common import tracing
 from rpc_common.auth import Caller
 from rpc_common.status import RpcError
 from rpc_common.tls import TlsSettings
+from rpc_common.tracing import instant, span
+
+VAULT_LOOKUP: Final = "gateway.vault_lookup"
+"""The span of an AccessApiKey call (its child is the vault's own server span)."""
+VAULT_CACHE_HIT: Final = "gateway.vault_cache_hit"
+"""A zero-length span: the answer came from the cache, the vault was not asked."""
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,10 +118,12 @@ class VaultClient:
             entry = self._cache.get(key)
             if entry is not None:
                 if entry[0] > time.monotonic():
+                    instant(VAULT_CACHE_HIT)
                     return entry[1]
                 del self._cache[key]
         generation = self._generation
-        answer = await self._fetch(caller)
+        with span(VAULT_LOOKUP):
+            answer = await self._fetch(caller)
         if self._live and generation == self._generation:
             if len(self._cache) >= self._max_entries:
                 del self._cache[next(iter(self._cache))]  # the oldest entry
@@ -122,10 +131,12 @@ class VaultClient:
         return answer
 
     async def _fetch(self, caller: Caller) -> ByokKey | None:
-        metadata = (
+        metadata: tuple[tuple[str, str], ...] = (
             ("authorization", f"Bearer {caller.token}"),
             ("x-service-token", self._service_token),
         )
+        if tracing.enabled:
+            metadata += tracing.outgoing_metadata()  # the vault's span joins this request's trace
         try:
             reply = await self._stub.AccessApiKey(
                 _REQUEST, metadata=metadata, timeout=self._timeout

@@ -15,6 +15,7 @@ import sys
 import uvicorn
 
 from rest_bridge.config import BridgeSettings
+from rpc_common import tracing
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 
@@ -32,11 +33,18 @@ def main() -> int:
         print(f"rest_bridge: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level, service="bridge")
+    try:
+        tracing.setup("rest_bridge")  # before the app: it decides whether the app is traced
+    except ConfigError as exc:
+        print(f"rest_bridge: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     from rest_bridge.app import create_app
     from rest_bridge.state import BridgeState
+    from rest_bridge.tracing import install as install_tracing
     from rest_bridge.uvicorn_config import start_metrics_listener, uvicorn_config
 
     app = create_app(settings)
+    install_tracing(app)  # the outermost middleware when tracing is on; nothing when off
     state: BridgeState = app.state.bridge
     server = uvicorn.Server(uvicorn_config(app, settings))
     # uvicorn drains on SIGTERM/SIGINT, restores the previous handlers and then re-raises the
@@ -64,6 +72,7 @@ def main() -> int:
     finally:
         if metrics is not None:
             metrics.stop()
+        tracing.shutdown()  # the last spans, drained requests' included, go to the collector
     if not server.started:
         return 1  # e.g. the port was taken; uvicorn has logged why
     return 0

@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from rest_bridge import errors
 from rest_bridge.middleware import request_id_of
+from rpc_common import tracing
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -29,7 +30,8 @@ APP_CHECK_METADATA: Final = "x-firebase-appcheck"
 
 def call_metadata(request: Request) -> Metadata:
     """`authorization`, `x-request-id` and (when sent) `x-firebase-appcheck` metadata for a call
-    on the caller's behalf, in one pass over the raw headers.
+    on the caller's behalf, in one pass over the raw headers; with tracing on, also the
+    request span's `traceparent`.
 
     Raises ApiError 401 when the Authorization header is missing, not a bearer token, or sent
     more than once (two credentials are ambiguous: refused rather than guessed between).
@@ -54,4 +56,6 @@ def call_metadata(request: Request) -> Metadata:
     )
     if app_check is not None and _APP_CHECK.fullmatch(app_check):
         metadata += ((APP_CHECK_METADATA, app_check.decode("ascii")),)
+    if tracing.enabled:
+        metadata += tracing.outgoing_metadata()  # the request's span, for the services' spans
     return metadata

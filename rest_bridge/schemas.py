@@ -190,8 +190,48 @@ class DayUsage(BaseModel):
     by_provider: dict[str, ProviderUsage]
 
 
+class ModelHistory(BaseModel):
+    """One provider and model's totals on one day, from the usage ledger."""
+
+    provider: str
+    model: str = Field(description="The model id as sent to the provider (what it bills).")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float | None = Field(
+        description="The priced completions' cost in USD; null when none had a price."
+    )
+    unpriced_requests: int = Field(description="Completions without a price, not in cost_usd.")
+    estimated_requests: int = Field(
+        description="Completions whose tokens are estimates (the provider reported no usage)."
+    )
+
+
+class DayHistory(BaseModel):
+    date: str = Field(description="The UTC day, YYYY-MM-DD.")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+    unpriced_requests: int
+    by_model: list[ModelHistory]
+
+
+class UsageHistory(BaseModel):
+    """The caller's days with usage from `from` to `to` (inclusive), oldest first."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    days: list[DayHistory]
+
+
 class UsageReport(BaseModel):
-    """`GET /v1/usage`: the caller's tier, limits, what remains, and today's totals."""
+    """`GET /v1/usage`: the caller's tier, limits, what remains, and today's totals; with
+    `?from=YYYY-MM-DD[&to=YYYY-MM-DD]`, also the caller's history from the usage ledger."""
 
     object: Literal["usage"] = "usage"
     tier: str
@@ -200,3 +240,6 @@ class UsageReport(BaseModel):
     reset_seconds: ResetSeconds
     in_flight: int
     today: DayUsage
+    history: UsageHistory | None = Field(
+        default=None, description="Only when `from` (and optionally `to`) were given."
+    )

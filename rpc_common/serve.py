@@ -12,6 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from rpc_common.tracing import server_interceptors
+
 _LOGGER = logging.getLogger(__name__)
 
 # Keep-alives let long streams survive idle proxies, and let a dead peer be noticed.
@@ -74,7 +76,8 @@ def bind_server(
 
     Tests pass `127.0.0.1:0` and read the chosen port from the result.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # No interceptor at all while tracing is off: an untraced call costs exactly what it did.
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=server_interceptors())
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from rpc_common import aio
+from rpc_common import aio, tracing
 from rpc_common.config import ConfigError
 from rpc_common.logging import configure_logging
 from vault_service.config import VaultSettings
@@ -61,9 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, service="vault")
     if args.command == "rewrap":
         return asyncio.run(_rewrap(settings))
+    try:
+        tracing.setup("vault_service")  # before the server is built: it decides the interceptors
+    except ConfigError as exc:
+        print(f"vault_service: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     from vault_service.server import serve
 
-    aio.run(serve(settings))
+    try:
+        aio.run(serve(settings))
+    finally:
+        tracing.shutdown()  # the last spans, drained calls' included, go to the collector
     return 0
 
 

@@ -267,6 +267,8 @@ def running_stack(
                 "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{bridge_port}",
                 # Its own (the default, 127.0.0.1:9464, is one for the whole machine).
                 "BRIDGE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                # Its own ledger file (the default, data/usage.db, is relative to the cwd: the repo).
+                "USAGE_DATABASE_URL": f"sqlite:///{work_dir}/usage{suffix}.db",
                 **gateway_env,
             }
             code = (code_dirs or {}).get(config, REPO)

@@ -1,4 +1,9 @@
-"""`GET /v1/usage`: the caller's admission state (SPEC §10), from `GatewayService.GetUsage`."""
+"""`GET /v1/usage`: the caller's admission state (SPEC §10), from `GatewayService.GetUsage`.
+
+`?from=YYYY-MM-DD&to=YYYY-MM-DD` adds the caller's history from the gateway's usage ledger; the
+gateway checks the dates (400 in the OpenAI envelope for a bad one, `from` after `to`, or more
+than 366 days).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Annotated, Any
 
 import grpc
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,17 +30,25 @@ _RESETS = ("requests_per_minute", "tokens_per_day")
 
 @router.get(
     "/v1/usage",
-    summary="The caller's tier, limits, what remains of them, and today's usage",
+    summary="The caller's tier, limits, what remains of them, today's usage, and history",
     response_model=UsageReport,
-    responses=error_responses(401, 403, 500, 503, 504),
+    responses=error_responses(400, 401, 403, 500, 503, 504),
 )
 async def get_usage(
-    request: Request, metadata: Annotated[Metadata, Depends(call_metadata)]
+    request: Request,
+    metadata: Annotated[Metadata, Depends(call_metadata)],
+    first: Annotated[
+        str | None, Query(alias="from", description="First UTC day of the history, YYYY-MM-DD.")
+    ] = None,
+    last: Annotated[
+        str | None,
+        Query(alias="to", description="Last UTC day, YYYY-MM-DD, inclusive (default: today)."),
+    ] = None,
 ) -> Response:
     state = bridge_state(request)
     try:
         reply = await state.require_backends().gateway.GetUsage(
-            gateway_service_pb2.GetUsageRequest(),
+            gateway_service_pb2.GetUsageRequest(from_date=first, to_date=last),
             metadata=metadata,
             timeout=state.settings.rpc_timeout_seconds,
         )
@@ -50,7 +63,7 @@ async def get_usage(
 
 def usage_to_json(reply: gateway_service_pb2.GetUsageResponse) -> dict[str, Any]:
     today = reply.today
-    return {
+    report: dict[str, Any] = {
         "object": "usage",
         "tier": reply.tier,
         "limits": _optional(reply.limits, _LIMITS),
@@ -72,6 +85,41 @@ def usage_to_json(reply: gateway_service_pb2.GetUsageResponse) -> dict[str, Any]
                 for name, entry in sorted(today.by_provider.items())
             },
         },
+    }
+    if reply.HasField("history"):
+        report["history"] = history_to_json(reply.history)
+    return report
+
+
+def history_to_json(history: gateway_service_pb2.UsageHistory) -> dict[str, Any]:
+    return {
+        "from": history.from_date,
+        "to": history.to_date,
+        "days": [
+            {
+                "date": day.date,
+                **_totals(day),
+                "by_model": [
+                    {"provider": entry.provider, "model": entry.model, **_totals(entry)}
+                    | {"estimated_requests": entry.estimated_requests}
+                    for entry in day.by_model
+                ],
+            }
+            for day in history.days
+        ],
+    }
+
+
+def _totals(
+    message: gateway_service_pb2.UsageHistoryDay | gateway_service_pb2.UsageHistoryEntry,
+) -> dict[str, Any]:
+    return {
+        "requests": message.requests,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "total_tokens": message.total_tokens,
+        "cost_usd": message.cost_usd if message.HasField("cost_usd") else None,
+        "unpriced_requests": message.unpriced_requests,
     }
 
 

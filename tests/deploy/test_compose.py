@@ -27,6 +27,7 @@ from gateway_service.config import GatewaySettings
 from gateway_service.limits.settings import LimitsSettings
 from gateway_service.limits.tiers import DEFAULT_TIER, load_tiers, missing_default
 from rest_bridge.config import BridgeSettings
+from rpc_common import tracing
 from tests.support.procs import REPO
 from tests.support.stack import Stack
 from vault_service.config import VaultSettings
@@ -113,6 +114,8 @@ READ_BY = {
     "gateway": variables_read(GatewaySettings.from_env),
     "bridge": variables_read(BridgeSettings.from_env),
 }
+# Tracing is read by every process at start-up (rpc_common.tracing.setup), not by its settings.
+READ_BY = {name: read | set(tracing.VARIABLES) for name, read in READ_BY.items()}
 ALL_READ = set().union(*READ_BY.values())
 
 
@@ -318,7 +321,22 @@ def test_services_start_from_what_compose_and_the_templates_give_them(name: str)
     }
     if _role(name) == "gateway":
         env["LIMITS_FILE"] = str(_limits_file_in_repo())  # the image's path, on this machine
+        env["USAGE_PRICES_FILE"] = str(_image_file_in_repo("USAGE_PRICES_FILE"))
     loaders[_role(name)](env)
+
+
+def test_prices_file_is_copied_into_the_image_and_the_ledger_is_on_a_volume() -> None:
+    path = _image_file_in_repo("USAGE_PRICES_FILE")
+    assert path == REPO / "config" / "prices.toml"
+    assert not _dockerignored(PurePosixPath(path.relative_to(REPO).as_posix()))
+    assert "gateway-data:/data" in _service("gateway")["volumes"]
+    assert "gateway-data" in COMPOSE["volumes"]
+    assert _runtime_env("gateway")["USAGE_DATABASE_URL"] == "sqlite:////data/usage.db"
+    # Replicas share one ledger in PostgreSQL: no volume, and SQLite cannot open on their
+    # read-only filesystem.
+    replica = _service("gateway-replicas")
+    assert "volumes" not in replica
+    assert replica["read_only"] is True
 
 
 def test_firebase_project_is_required_from_dot_env() -> None:
@@ -557,7 +575,12 @@ def _dockerignored(relative: PurePosixPath) -> bool:
 
 
 def _limits_file_in_repo() -> Path:
-    in_image = PurePosixPath(_service("gateway")["environment"]["LIMITS_FILE"])
+    return _image_file_in_repo("LIMITS_FILE")
+
+
+def _image_file_in_repo(variable: str) -> Path:
+    """The repository file the image holds at the path the gateway's `variable` names."""
+    in_image = PurePosixPath(_service("gateway")["environment"][variable])
     copies = _image_files()
     for dest in sorted(copies, key=lambda d: len(d.parts), reverse=True):  # the deepest first
         if in_image.is_relative_to(dest):
@@ -689,7 +712,11 @@ def test_replicas_clients_reach_every_replica_through_dns_targets() -> None:
     assert BridgeSettings.from_env(_runtime_env("bridge-replicas")).gateway_addr == (
         f"dns:///gateway:{gateway_port}"
     )
-    gateway = dict(_runtime_env("gateway-replicas"), LIMITS_FILE=str(_limits_file_in_repo()))
+    gateway = dict(
+        _runtime_env("gateway-replicas"),
+        LIMITS_FILE=str(_limits_file_in_repo()),
+        USAGE_PRICES_FILE=str(_image_file_in_repo("USAGE_PRICES_FILE")),
+    )
     assert GatewaySettings.from_env(gateway).vault_addr == f"dns:///vault:{vault_port}"
     # Each kind waits for the health of what it calls.
     healthy = {"condition": "service_healthy"}

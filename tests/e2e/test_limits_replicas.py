@@ -124,6 +124,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
         "VAULT_MASTER_KEY": MASTER_KEY,
         "SERVICE_TOKEN": SERVICE_TOKEN,
         "VAULT_DATABASE_URL": f"sqlite:///{tmp}/vault.db",
+        "USAGE_DATABASE_URL": f"sqlite:///{tmp}/usage.db",  # not the repo's data/usage.db
         "VAULT_LISTEN_ADDR": vault_address,
         "VAULT_ADDR": vault_address,
         "CLOUDFLARE_ACCOUNT_ID": "acct",

@@ -138,6 +138,8 @@ def running_cluster(
             "VAULT_MASTER_KEY": MASTER_KEY,
             "SERVICE_TOKEN": SERVICE_TOKEN,
             "VAULT_DATABASE_URL": database_url or f"sqlite:///{tmp_path}/vault.db",
+            # One file for the cluster's gateways (SQLite serialises them), never the repo's data/.
+            "USAGE_DATABASE_URL": f"sqlite:///{tmp_path}/usage.db",
             "VAULT_ADDR": vault_addr,
             "GATEWAY_ADDR": gateway_addr,
             "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{bridge_port}",

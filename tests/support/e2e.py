@@ -66,6 +66,8 @@ def running_processes(
         "VAULT_MASTER_KEY": "e2e-master-passphrase-0123456789-abcdef",
         "SERVICE_TOKEN": "e2e-service-token-0123456789",
         "VAULT_DATABASE_URL": f"sqlite:///{tmp_path}/vault.db",
+        # Never the default data/usage.db: that is relative to the repository (the cwd).
+        "USAGE_DATABASE_URL": f"sqlite:///{tmp_path}/usage.db",
         "VAULT_LISTEN_ADDR": f"127.0.0.1:{ports['vault']}",
         "GATEWAY_LISTEN_ADDR": f"127.0.0.1:{ports['gateway']}",
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{ports['bridge']}",

@@ -161,6 +161,8 @@ def running_replicas(
             "VAULT_MASTER_KEY": MASTER_KEY,
             "SERVICE_TOKEN": SERVICE_TOKEN,
             "VAULT_DATABASE_URL": database_url,
+            # The gateways' ledger: one SQLite file in the test's directory, never the repo's data/.
+            "USAGE_DATABASE_URL": f"sqlite:///{tmp}/usage.db",
             "CLOUDFLARE_ACCOUNT_ID": "acct",
             "CLOUDFLARE_API_TOKEN": CF_TOKEN,
             "WORKERS_AI_BASE_URL": workers_url,

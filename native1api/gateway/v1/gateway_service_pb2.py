@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from native1api.gateway.v1 import chat_pb2 as native1api_dot_gateway_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+native1api/gateway/v1/gateway_service.proto\x12\x15native1api.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a native1api/gateway/v1/chat.proto\"\\\n\x1b\x43reateChatCompletionRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.native1api.gateway.v1.ChatCompletionRequest\"\xc2\x01\n\x1c\x43reateChatCompletionResponse\x12\x39\n\ncompletion\x18\x01 \x01(\x0b\x32%.native1api.gateway.v1.ChatCompletion\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\x12\x34\n\x11upstream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x1bStreamChatCompletionRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.native1api.gateway.v1.ChatCompletionRequest\"\x8c\x01\n\x1cStreamChatCompletionResponse\x12\x39\n\x05\x63hunk\x18\x01 \x01(\x0b\x32*.native1api.gateway.v1.ChatCompletionChunk\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\"\x13\n\x11ListModelsRequest\"6\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\"u\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.native1api.gateway.v1.Model\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\"\x11\n\x0fGetUsageRequest\"\xb9\x01\n\x0bLimitValues\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x1a\n\x18_max_concurrent_requests\"x\n\x0cResetSeconds\x12 \n\x13requests_per_minute\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_day\"S\n\rProviderUsage\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\"\xfb\x01\n\x08\x44\x61yUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x44\n\x0b\x62y_provider\x18\x05 \x03(\x0b\x32/.native1api.gateway.v1.DayUsage.ByProviderEntry\x1aW\n\x0f\x42yProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.native1api.gateway.v1.ProviderUsage:\x02\x38\x01\"\x8a\x02\n\x10GetUsageResponse\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x32\n\x06limits\x18\x02 \x01(\x0b\x32\".native1api.gateway.v1.LimitValues\x12\x35\n\tremaining\x18\x03 \x01(\x0b\x32\".native1api.gateway.v1.LimitValues\x12:\n\rreset_seconds\x18\x04 \x01(\x0b\x32#.native1api.gateway.v1.ResetSeconds\x12\x11\n\tin_flight\x18\x05 \x01(\x03\x12.\n\x05today\x18\x06 \x01(\x0b\x32\x1f.native1api.gateway.v1.DayUsage*m\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x17\n\x13PROVIDER_WORKERS_AI\x10\x01\x12\x17\n\x13PROVIDER_OPENROUTER\x10\x02\x12\x15\n\x11PROVIDER_TOGETHER\x10\x03\x32\xdf\x03\n\x0eGatewayService\x12\x7f\n\x14\x43reateChatCompletion\x12\x32.native1api.gateway.v1.CreateChatCompletionRequest\x1a\x33.native1api.gateway.v1.CreateChatCompletionResponse\x12\x81\x01\n\x14StreamChatCompletion\x12\x32.native1api.gateway.v1.StreamChatCompletionRequest\x1a\x33.native1api.gateway.v1.StreamChatCompletionResponse0\x01\x12\x66\n\nListModels\x12(.native1api.gateway.v1.ListModelsRequest\x1a).native1api.gateway.v1.ListModelsResponse\"\x03\x90\x02\x01\x12`\n\x08GetUsage\x12&.native1api.gateway.v1.GetUsageRequest\x1a\'.native1api.gateway.v1.GetUsageResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+native1api/gateway/v1/gateway_service.proto\x12\x15native1api.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a native1api/gateway/v1/chat.proto\"\\\n\x1b\x43reateChatCompletionRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.native1api.gateway.v1.ChatCompletionRequest\"\xc2\x01\n\x1c\x43reateChatCompletionResponse\x12\x39\n\ncompletion\x18\x01 \x01(\x0b\x32%.native1api.gateway.v1.ChatCompletion\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\x12\x34\n\x11upstream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"s\n\x1bStreamChatCompletionRequest\x12=\n\x07request\x18\x01 \x01(\x0b\x32,.native1api.gateway.v1.ChatCompletionRequest\x12\x15\n\rallow_batches\x18\x02 \x01(\x08\"\xcd\x01\n\x1cStreamChatCompletionResponse\x12\x39\n\x05\x63hunk\x18\x01 \x01(\x0b\x32*.native1api.gateway.v1.ChatCompletionChunk\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\x12?\n\x0bmore_chunks\x18\x03 \x03(\x0b\x32*.native1api.gateway.v1.ChatCompletionChunk\"\x13\n\x11ListModelsRequest\"6\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\"u\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.native1api.gateway.v1.Model\x12\x31\n\x08provider\x18\x02 \x01(\x0e\x32\x1f.native1api.gateway.v1.Provider\"Y\n\x0fGetUsageRequest\x12\x16\n\tfrom_date\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07to_date\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_from_dateB\n\n\x08_to_date\"\xe9\x01\n\x11UsageHistoryEntry\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x06 \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11unpriced_requests\x18\x08 \x01(\x03\x12\x1a\n\x12\x65stimated_requests\x18\t \x01(\x03\x42\x0b\n\t_cost_usd\"\xf4\x01\n\x0fUsageHistoryDay\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11unpriced_requests\x18\x07 \x01(\x03\x12:\n\x08\x62y_model\x18\x08 \x03(\x0b\x32(.native1api.gateway.v1.UsageHistoryEntryB\x0b\n\t_cost_usd\"h\n\x0cUsageHistory\x12\x11\n\tfrom_date\x18\x01 \x01(\t\x12\x0f\n\x07to_date\x18\x02 \x01(\t\x12\x34\n\x04\x64\x61ys\x18\x03 \x03(\x0b\x32&.native1api.gateway.v1.UsageHistoryDay\"\xb9\x01\n\x0bLimitValues\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x1a\n\x18_max_concurrent_requests\"x\n\x0cResetSeconds\x12 \n\x13requests_per_minute\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_day\"S\n\rProviderUsage\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\"\xfb\x01\n\x08\x44\x61yUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x44\n\x0b\x62y_provider\x18\x05 \x03(\x0b\x32/.native1api.gateway.v1.DayUsage.ByProviderEntry\x1aW\n\x0f\x42yProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.native1api.gateway.v1.ProviderUsage:\x02\x38\x01\"\xc0\x02\n\x10GetUsageResponse\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x32\n\x06limits\x18\x02 \x01(\x0b\x32\".native1api.gateway.v1.LimitValues\x12\x35\n\tremaining\x18\x03 \x01(\x0b\x32\".native1api.gateway.v1.LimitValues\x12:\n\rreset_seconds\x18\x04 \x01(\x0b\x32#.native1api.gateway.v1.ResetSeconds\x12\x11\n\tin_flight\x18\x05 \x01(\x03\x12.\n\x05today\x18\x06 \x01(\x0b\x32\x1f.native1api.gateway.v1.DayUsage\x12\x34\n\x07history\x18\x07 \x01(\x0b\x32#.native1api.gateway.v1.UsageHistory*m\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x17\n\x13PROVIDER_WORKERS_AI\x10\x01\x12\x17\n\x13PROVIDER_OPENROUTER\x10\x02\x12\x15\n\x11PROVIDER_TOGETHER\x10\x03\x32\xdf\x03\n\x0eGatewayService\x12\x7f\n\x14\x43reateChatCompletion\x12\x32.native1api.gateway.v1.CreateChatCompletionRequest\x1a\x33.native1api.gateway.v1.CreateChatCompletionResponse\x12\x81\x01\n\x14StreamChatCompletion\x12\x32.native1api.gateway.v1.StreamChatCompletionRequest\x1a\x33.native1api.gateway.v1.StreamChatCompletionResponse0\x01\x12\x66\n\nListModels\x12(.native1api.gateway.v1.ListModelsRequest\x1a).native1api.gateway.v1.ListModelsResponse\"\x03\x90\x02\x01\x12`\n\x08GetUsage\x12&.native1api.gateway.v1.GetUsageRequest\x1a\'.native1api.gateway.v1.GetUsageResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +39,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICE'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
   _globals['_GATEWAYSERVICE'].methods_by_name['GetUsage']._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\220\002\001'
-  _globals['_PROVIDER']._serialized_start=1797
-  _globals['_PROVIDER']._serialized_end=1906
+  _globals['_PROVIDER']._serialized_start=2600
+  _globals['_PROVIDER']._serialized_end=2709
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=136
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=228
   _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_start=231
   _globals['_CREATECHATCOMPLETIONRESPONSE']._serialized_end=425
   _globals['_STREAMCHATCOMPLETIONREQUEST']._serialized_start=427
-  _globals['_STREAMCHATCOMPLETIONREQUEST']._serialized_end=519
-  _globals['_STREAMCHATCOMPLETIONRESPONSE']._serialized_start=522
-  _globals['_STREAMCHATCOMPLETIONRESPONSE']._serialized_end=662
-  _globals['_LISTMODELSREQUEST']._serialized_start=664
-  _globals['_LISTMODELSREQUEST']._serialized_end=683
-  _globals['_MODEL']._serialized_start=685
-  _globals['_MODEL']._serialized_end=739
-  _globals['_LISTMODELSRESPONSE']._serialized_start=741
-  _globals['_LISTMODELSRESPONSE']._serialized_end=858
-  _globals['_GETUSAGEREQUEST']._serialized_start=860
-  _globals['_GETUSAGEREQUEST']._serialized_end=877
-  _globals['_LIMITVALUES']._serialized_start=880
-  _globals['_LIMITVALUES']._serialized_end=1065
-  _globals['_RESETSECONDS']._serialized_start=1067
-  _globals['_RESETSECONDS']._serialized_end=1187
-  _globals['_PROVIDERUSAGE']._serialized_start=1189
-  _globals['_PROVIDERUSAGE']._serialized_end=1272
-  _globals['_DAYUSAGE']._serialized_start=1275
-  _globals['_DAYUSAGE']._serialized_end=1526
-  _globals['_DAYUSAGE_BYPROVIDERENTRY']._serialized_start=1439
-  _globals['_DAYUSAGE_BYPROVIDERENTRY']._serialized_end=1526
-  _globals['_GETUSAGERESPONSE']._serialized_start=1529
-  _globals['_GETUSAGERESPONSE']._serialized_end=1795
-  _globals['_GATEWAYSERVICE']._serialized_start=1909
-  _globals['_GATEWAYSERVICE']._serialized_end=2388
+  _globals['_STREAMCHATCOMPLETIONREQUEST']._serialized_end=542
+  _globals['_STREAMCHATCOMPLETIONRESPONSE']._serialized_start=545
+  _globals['_STREAMCHATCOMPLETIONRESPONSE']._serialized_end=750
+  _globals['_LISTMODELSREQUEST']._serialized_start=752
+  _globals['_LISTMODELSREQUEST']._serialized_end=771
+  _globals['_MODEL']._serialized_start=773
+  _globals['_MODEL']._serialized_end=827
+  _globals['_LISTMODELSRESPONSE']._serialized_start=829
+  _globals['_LISTMODELSRESPONSE']._serialized_end=946
+  _globals['_GETUSAGEREQUEST']._serialized_start=948
+  _globals['_GETUSAGEREQUEST']._serialized_end=1037
+  _globals['_USAGEHISTORYENTRY']._serialized_start=1040
+  _globals['_USAGEHISTORYENTRY']._serialized_end=1273
+  _globals['_USAGEHISTORYDAY']._serialized_start=1276
+  _globals['_USAGEHISTORYDAY']._serialized_end=1520
+  _globals['_USAGEHISTORY']._serialized_start=1522
+  _globals['_USAGEHISTORY']._serialized_end=1626
+  _globals['_LIMITVALUES']._serialized_start=1629
+  _globals['_LIMITVALUES']._serialized_end=1814
+  _globals['_RESETSECONDS']._serialized_start=1816
+  _globals['_RESETSECONDS']._serialized_end=1936
+  _globals['_PROVIDERUSAGE']._serialized_start=1938
+  _globals['_PROVIDERUSAGE']._serialized_end=2021
+  _globals['_DAYUSAGE']._serialized_start=2024
+  _globals['_DAYUSAGE']._serialized_end=2275
+  _globals['_DAYUSAGE_BYPROVIDERENTRY']._serialized_start=2188
+  _globals['_DAYUSAGE_BYPROVIDERENTRY']._serialized_end=2275
+  _globals['_GETUSAGERESPONSE']._serialized_start=2278
+  _globals['_GETUSAGERESPONSE']._serialized_end=2598
+  _globals['_GATEWAYSERVICE']._serialized_start=2712
+  _globals['_GATEWAYSERVICE']._serialized_end=3191
 # @@protoc_insertion_point(module_scope)

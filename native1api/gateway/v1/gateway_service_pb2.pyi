@@ -116,6 +116,13 @@ class StreamChatCompletionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
+    ALLOW_BATCHES_FIELD_NUMBER: _builtins.int
+    allow_batches: _builtins.bool
+    """allow_batches lets the gateway put chunks that are ready at the same moment into one
+    response (`more_chunks`) instead of one response each. No chunk ever waits for another:
+    a batch holds only what was already there. Callers that do not read `more_chunks` must
+    leave this unset.
+    """
     @_builtins.property
     def request(self) -> _chat_pb2.ChatCompletionRequest:
         """request is the OpenAI request (its `stream` flag is implied)."""
@@ -124,10 +131,11 @@ class StreamChatCompletionRequest(_message.Message):
         self,
         *,
         request: _chat_pb2.ChatCompletionRequest | None = ...,
+        allow_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_batches", b"allow_batches", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -135,27 +143,33 @@ Global___StreamChatCompletionRequest: _TypeAlias = StreamChatCompletionRequest  
 
 @_typing.final
 class StreamChatCompletionResponse(_message.Message):
-    """StreamChatCompletionResponse is one streamed chunk."""
+    """StreamChatCompletionResponse is one streamed chunk, or with allow_batches, several."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    MORE_CHUNKS_FIELD_NUMBER: _builtins.int
     provider: Global___Provider.ValueType
     """provider is the upstream serving the stream; set on the first message."""
     @_builtins.property
     def chunk(self) -> _chat_pb2.ChatCompletionChunk:
         """chunk is the OpenAI `chat.completion.chunk`."""
 
+    @_builtins.property
+    def more_chunks(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatCompletionChunk]:
+        """more_chunks follow `chunk`, in order; only when the request set allow_batches."""
+
     def __init__(
         self,
         *,
         chunk: _chat_pb2.ChatCompletionChunk | None = ...,
         provider: Global___Provider.ValueType = ...,
+        more_chunks: _abc.Iterable[_chat_pb2.ChatCompletionChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "more_chunks", b"more_chunks", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -238,20 +252,182 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 
 @_typing.final
 class GetUsageRequest(_message.Message):
-    """GetUsageRequest is empty: the usage is always the caller's own."""
+    """GetUsageRequest asks for the caller's own usage (never anyone else's). Without from_date and
+    to_date the answer is the admission state and today's totals only.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """from_date is the first UTC day of the history, YYYY-MM-DD (required when to_date is set)."""
+    to_date: _builtins.str
+    """to_date is the last UTC day of the history, YYYY-MM-DD, inclusive (default: today). The
+    range spans at most 366 days.
+    """
     def __init__(
         self,
+        *,
+        from_date: _builtins.str | None = ...,
+        to_date: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_date", b"_from_date", "_to_date", b"_to_date", "from_date", b"from_date", "to_date", b"to_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_date", b"_from_date", "_to_date", b"_to_date", "from_date", b"from_date", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__from_date: _TypeAlias = _typing.Literal["from_date"]  # noqa: Y015
+    _WhichOneofArgType__from_date: _TypeAlias = _typing.Literal["_from_date", b"_from_date"]  # noqa: Y015
+    _WhichOneofReturnType__to_date: _TypeAlias = _typing.Literal["to_date"]  # noqa: Y015
+    _WhichOneofArgType__to_date: _TypeAlias = _typing.Literal["_to_date", b"_to_date"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_date) -> _WhichOneofReturnType__from_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_date) -> _WhichOneofReturnType__to_date | None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageHistoryEntry(_message.Message):
+    """UsageHistoryEntry is one provider and model's totals on one day, from the usage ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_REQUESTS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """provider is the provider name (`workers-ai`, `openrouter`, `together`)."""
+    model: _builtins.str
+    """model is the model id as sent to the provider (what it bills)."""
+    requests: _builtins.int
+    """requests is the number of completions admitted (every end: success, error, cancel)."""
+    prompt_tokens: _builtins.int
+    """prompt_tokens is the provider's count, or the estimate where it reported none."""
+    completion_tokens: _builtins.int
+    """completion_tokens is the provider's count, or the estimate where it reported none."""
+    total_tokens: _builtins.int
+    """total_tokens is the provider's total (prompt + completion where it reported none)."""
+    cost_usd: _builtins.float
+    """cost_usd sums the priced completions' cost; unset when none of them had a price."""
+    unpriced_requests: _builtins.int
+    """unpriced_requests counts completions without a known price, not included in cost_usd."""
+    estimated_requests: _builtins.int
+    """estimated_requests counts completions whose tokens are estimates (no usage reported)."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float | None = ...,
+        unpriced_requests: _builtins.int = ...,
+        estimated_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "estimated_requests", b"estimated_requests", "model", b"model", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "requests", b"requests", "total_tokens", b"total_tokens", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
+
+Global___UsageHistoryEntry: _TypeAlias = UsageHistoryEntry  # noqa: Y015
+
+@_typing.final
+class UsageHistoryDay(_message.Message):
+    """UsageHistoryDay is one UTC day with usage: its totals, and the same per provider and model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    BY_MODEL_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """date is the UTC day, YYYY-MM-DD."""
+    requests: _builtins.int
+    """requests is the sum over by_model."""
+    prompt_tokens: _builtins.int
+    """prompt_tokens is the sum over by_model."""
+    completion_tokens: _builtins.int
+    """completion_tokens is the sum over by_model."""
+    total_tokens: _builtins.int
+    """total_tokens is the sum over by_model."""
+    cost_usd: _builtins.float
+    """cost_usd is the sum over by_model; unset when no completion of the day had a price."""
+    unpriced_requests: _builtins.int
+    """unpriced_requests is the sum over by_model."""
+    @_builtins.property
+    def by_model(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageHistoryEntry]:
+        """by_model has one entry per provider and model, ordered by provider then model."""
+
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float | None = ...,
+        unpriced_requests: _builtins.int = ...,
+        by_model: _abc.Iterable[Global___UsageHistoryEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "by_model", b"by_model", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "date", b"date", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "total_tokens", b"total_tokens", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
+
+Global___UsageHistoryDay: _TypeAlias = UsageHistoryDay  # noqa: Y015
+
+@_typing.final
+class UsageHistory(_message.Message):
+    """UsageHistory is the caller's usage from from_date to to_date: only days with usage, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """from_date is the first day asked for."""
+    to_date: _builtins.str
+    """to_date is the last day asked for (inclusive)."""
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageHistoryDay]:
+        """days are the days with usage, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        days: _abc.Iterable[Global___UsageHistoryDay] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "from_date", b"from_date", "to_date", b"to_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+Global___UsageHistory: _TypeAlias = UsageHistory  # noqa: Y015
 
 @_typing.final
 class LimitValues(_message.Message):
@@ -430,6 +606,7 @@ class GetUsageResponse(_message.Message):
     RESET_SECONDS_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     TODAY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """tier is the tier the caller's requests are admitted against."""
     in_flight: _builtins.int
@@ -450,6 +627,10 @@ class GetUsageResponse(_message.Message):
     def today(self) -> Global___DayUsage:
         """today is the caller's usage for the current UTC day."""
 
+    @_builtins.property
+    def history(self) -> Global___UsageHistory:
+        """history is set only when the request asked for a range (from_date / to_date)."""
+
     def __init__(
         self,
         *,
@@ -459,10 +640,11 @@ class GetUsageResponse(_message.Message):
         reset_seconds: Global___ResetSeconds | None = ...,
         in_flight: _builtins.int = ...,
         today: Global___DayUsage | None = ...,
+        history: Global___UsageHistory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "today", b"today"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "today", b"today"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "tier", b"tier", "today", b"today"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "in_flight", b"in_flight", "limits", b"limits", "remaining", b"remaining", "reset_seconds", b"reset_seconds", "tier", b"tier", "today", b"today"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -90,9 +90,10 @@ class GatewayServiceServicer:
 
     def GetUsage(self, request, context):
         """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
-        the completions in flight and today's totals (UTC). Completions that are admitted carry the
-        same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
-        ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+        the completions in flight and today's totals (UTC); with from_date/to_date, also the
+        caller's history from the usage ledger (INVALID_ARGUMENT for a bad range). Completions that
+        are admitted carry the same state as `x-ratelimit-*` initial metadata; refusals are
+        RESOURCE_EXHAUSTED with ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

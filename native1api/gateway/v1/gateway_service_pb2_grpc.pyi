@@ -47,9 +47,10 @@ class GatewayServiceStub:
     """ListModels lists the models the caller can use: the Workers AI catalog, or the BYOK provider's."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetUsageRequest, _gateway_service_pb2.GetUsageResponse]
     """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
-    the completions in flight and today's totals (UTC). Completions that are admitted carry the
-    same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
-    ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+    the completions in flight and today's totals (UTC); with from_date/to_date, also the
+    caller's history from the usage ledger (INVALID_ARGUMENT for a bad range). Completions that
+    are admitted carry the same state as `x-ratelimit-*` initial metadata; refusals are
+    RESOURCE_EXHAUSTED with ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
     """
 
 @_typing.type_check_only
@@ -71,9 +72,10 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """ListModels lists the models the caller can use: the Workers AI catalog, or the BYOK provider's."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetUsageRequest, _gateway_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
-    the completions in flight and today's totals (UTC). Completions that are admitted carry the
-    same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
-    ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+    the completions in flight and today's totals (UTC); with from_date/to_date, also the
+    caller's history from the usage ledger (INVALID_ARGUMENT for a bad range). Completions that
+    are admitted carry the same state as `x-ratelimit-*` initial metadata; refusals are
+    RESOURCE_EXHAUSTED with ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,9 +118,10 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.GetUsageResponse, _abc.Awaitable[_gateway_service_pb2.GetUsageResponse]]:
         """GetUsage reports the caller's tier, its limits, what remains of them and when they reset,
-        the completions in flight and today's totals (UTC). Completions that are admitted carry the
-        same state as `x-ratelimit-*` initial metadata; refusals are RESOURCE_EXHAUSTED with
-        ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
+        the completions in flight and today's totals (UTC); with from_date/to_date, also the
+        caller's history from the usage ledger (INVALID_ARGUMENT for a bad range). Completions that
+        are admitted carry the same state as `x-ratelimit-*` initial metadata; refusals are
+        RESOURCE_EXHAUSTED with ErrorInfo reason RATE_LIMITED (metadata `limit`, `retry_after`) and a google.rpc.RetryInfo.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
