@@ -31,7 +31,7 @@ import grpc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from native1api.gateway.v1 import gateway_service_pb2
+from native1api.gateway.v1 import chat_pb2, gateway_service_pb2
 from rest_bridge import errors
 from rest_bridge.disconnect import wait_for_disconnect
 from rest_bridge.metrics import BridgeMetrics
@@ -153,7 +153,7 @@ class ChatStream(Response):
         self._timer = loop.call_at(self._last_sent + self._keepalive, self._tick, loop, queue)
         if body:
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        frame = self._frame
+        add = self._add
         while True:
             item = await queue.get()
             parts: list[bytes] = []
@@ -161,13 +161,10 @@ class ChatStream(Response):
                 if isinstance(item, _Message):
                     if not self._provider:
                         self._on_first(item)
-                    chunk = item.chunk
-                    if chunk.choices:  # the hot path: one content delta
-                        parts += (_DATA, chunk_to_json_bytes(chunk), _END)
-                    else:  # the usage chunk: always counted, sent only when asked for
-                        data = frame(item)
-                        if data:
-                            parts.append(data)
+                    add(item.chunk, parts)
+                    if item.more_chunks:  # a batch: chunks the gateway had ready together
+                        for chunk in item.more_chunks:
+                            add(chunk, parts)
                 elif item is _KEEPALIVE:
                     if not parts:
                         parts.append(_PING)
@@ -198,13 +195,20 @@ class ChatStream(Response):
         self._metrics.observe_first_chunk(self._provider, time.perf_counter() - self._started)
 
     def _frame(self, message: _Message) -> bytes:
-        """One message's frame; the usage chunk is counted, and sent only when asked for."""
-        chunk = message.chunk
+        """One message's frames (a batch has several)."""
+        parts: list[bytes] = []
+        self._add(message.chunk, parts)
+        for chunk in message.more_chunks:
+            self._add(chunk, parts)
+        return b"".join(parts)
+
+    def _add(self, chunk: chat_pb2.ChatCompletionChunk, parts: list[bytes]) -> None:
+        """Append one chunk's frame; the usage chunk is counted, and sent only when asked for."""
         if not chunk.choices and chunk.HasField("usage"):
             self._metrics.record_usage(self._provider, chunk.model, chunk.usage)
             if not self._include_usage:
-                return b""
-        return b"".join((_DATA, chunk_to_json_bytes(chunk), _END))
+                return
+        parts += (_DATA, chunk_to_json_bytes(chunk), _END)
 
     def _failure(self, item: Any) -> errors.ApiError:
         if isinstance(item, errors.ApiError):

@@ -183,19 +183,21 @@ class GrpcClient:
         saw_finish = False
         async for message in call:
             now = perf()
-            choices = message.chunk.choices
-            if not choices:
-                continue
-            choice = choices[0]
-            if choice.delta.content:
-                if chunks == 0:
-                    first = now
-                else:
-                    gaps.append(now - last)
-                chunks += 1
-                last = now
-            if choice.finish_reason != chat_pb2.FINISH_REASON_UNSPECIFIED:
-                saw_finish = True
+            # With allow_batches, chunks that were ready together share a message.
+            for chunk in (message.chunk, *message.more_chunks):
+                choices = chunk.choices
+                if not choices:
+                    continue
+                choice = choices[0]
+                if choice.delta.content:
+                    if chunks == 0:
+                        first = now
+                    else:
+                        gaps.append(now - last)
+                    chunks += 1
+                    last = now
+                if choice.finish_reason != chat_pb2.FINISH_REASON_UNSPECIFIED:
+                    saw_finish = True
         latency = perf() - started
         if chunks != expect_chunks or not saw_finish:
             raise BadReply(f"{chunks} content chunks, finish seen: {saw_finish}")

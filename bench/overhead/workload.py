@@ -103,5 +103,8 @@ def build_requests(shape: Shape, *, stream: bool) -> Requests:
             "accept": "text/event-stream" if stream else "application/json",
         },
         unary_proto=gateway_service_pb2.CreateChatCompletionRequest(request=parsed.request),
-        stream_proto=gateway_service_pb2.StreamChatCompletionRequest(request=parsed.request),
+        # As the bridge asks: chunks the gateway has ready together may share a message.
+        stream_proto=gateway_service_pb2.StreamChatCompletionRequest(
+            request=parsed.request, allow_batches=True
+        ),
     )

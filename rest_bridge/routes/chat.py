@@ -56,7 +56,10 @@ async def create_chat_completion(request: Request) -> Response:
     settings = state.settings
     if parsed.stream:
         stream = gateway.StreamChatCompletion(
-            gateway_service_pb2.StreamChatCompletionRequest(request=parsed.request),
+            # Chunks the gateway has ready together come in one message (gateway batching.py).
+            gateway_service_pb2.StreamChatCompletionRequest(
+                request=parsed.request, allow_batches=True
+            ),
             metadata=metadata,
         )
         return ChatStream(

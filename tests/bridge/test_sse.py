@@ -265,3 +265,37 @@ async def test_client_disconnect_during_a_unary_completion_cancels_the_upstream(
             break
         await asyncio.sleep(0.01)
     assert any(line.startswith("POST /v1/chat/completions 499 ") for line in lines)
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_a_bursty_upstream_reads_exactly_like_a_paced_one(
+    stack: Stack, bridge: Bridge, include_usage: bool
+) -> None:
+    """The gateway batches chunks that are ready together (allow_batches); the SSE the client
+    reads is the same frame for frame, the usage chunk included only when asked for."""
+    options = {"include_usage": include_usage}
+    async with bridge.client(stack.tokens.mint("sse-burst")) as client:
+        burst = await stream_chat(
+            client,
+            chat_body(
+                "burst [[fake:chunks=120,chunk_delay=0]]", stream=True, stream_options=options
+            ),
+        )
+        paced = await stream_chat(
+            client,
+            chat_body(
+                "burst [[fake:chunks=120,chunk_delay=0.001]]", stream=True, stream_options=options
+            ),
+        )
+    assert_openai_framing(burst)
+
+    def comparable(result: SSEResult) -> list[dict[str, Any]]:
+        return [{**c, "id": "", "created": 0} for c in result.chunks()]
+
+    assert comparable(burst) == comparable(paced)
+    chunks = burst.chunks()
+    assert (
+        len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) == 120
+    )
+    usage_chunks = [c for c in chunks if not c["choices"]]
+    assert usage_chunks == ([chunks[-1]] if include_usage else [])
