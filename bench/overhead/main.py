@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
         "--profile-seconds", type=float, default=4.0, help="seconds per profiled case"
     )
     parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="profile C frames too (grpc core, uvloop, protobuf): slower sampling",
+    )
+    parser.add_argument(
         "--soak", type=int, default=0, help="soak mode: this many streamed REST requests"
     )
     parser.add_argument("--soak-concurrency", type=int, default=16)
@@ -492,7 +497,7 @@ async def _profiles(
             results.append(result)
 
         _log(f"profiling {mode} REST c=16 for {args.profile_seconds:g} s (py-spy)")
-        stacks = await profiled(procs, args.profile_seconds, base, run)
+        stacks = await profiled(procs, args.profile_seconds, base, run, native=args.profile_native)
         title = f"{'Streaming' if mode == 'stream' else 'Non-streaming'}, REST, c=16"
         lines += profile_section(title, stacks, str(base.relative_to(out_dir.parent)))
     return lines

@@ -17,12 +17,18 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Final
 
 from bench.overhead.stack import Proc
 
 RATE = 250  # samples per second
 TOP = 12
 _LINE_NUMBER = re.compile(r":\d+\)$")
+# Leaf frames of a thread that waits: py-spy's idle detection does not see through C frames,
+# so native profiles would count the poller threads' and the event loop's sleep as busy.
+_WAITING: Final = frozenset(
+    {"epoll_wait", "epoll_pwait", "poll", "select", "pselect6", "futex_wait", "syscall"}
+)
 
 
 def py_spy() -> str | None:
@@ -36,9 +42,13 @@ async def profiled(
     seconds: float,
     out: Path,
     run: Callable[[], Awaitable[object]],
+    *,
+    native: bool = False,
 ) -> dict[str, Counter[str]]:
     """Run `run()` while py-spy records every process in `procs` for `seconds`; write
-    `out`-<name>.svg and .txt per process; return the raw stacks (collapsed, counted)."""
+    `out`-<name>.svg and .txt per process; return the raw stacks (collapsed, counted).
+    `native` also samples C frames (grpc's core, uvloop, protobuf), which otherwise count as
+    the Python frame that called into them (`Runner.run` for the event loop itself)."""
     exe = py_spy()
     if exe is None:
         raise RuntimeError("--profile needs py-spy (make install puts it in .venv)")
@@ -60,19 +70,23 @@ async def profiled(
                     str(max(1, round(seconds))),
                     "--rate",
                     str(RATE),
-                    "--nonblocking",
+                    # Native unwinding needs the process paused while sampled.
+                    *(["--native"] if native else ["--nonblocking"]),
                     "--format",
                     fmt,
                     "--output",
                     str(path),
                     stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
                 )
             )
     await asyncio.sleep(0.3)  # py-spy attaches
     await run()
     for recorder in recorders:
-        await recorder.wait()
+        _, stderr = await recorder.communicate()
+        if recorder.returncode:
+            # e.g. no permission to attach (ptrace): say so instead of an empty table.
+            raise RuntimeError(f"py-spy failed: {stderr.decode(errors='replace').strip()[-300:]}")
     return {name: _read_raw(path) for name, path in paths.items()}
 
 
@@ -100,14 +114,18 @@ def _function(frame: str) -> str:
 
 def top_functions(stacks: Counter[str], top: int = TOP) -> list[tuple[str, float, float]]:
     """(function, self %, total %) for the `top` functions with the most self samples."""
-    total = sum(stacks.values())
+    total = sum(
+        count
+        for stack, count in stacks.items()
+        if _function(stack.rpartition(";")[2]).partition(" (")[0] not in _WAITING
+    )
     if not total:
         return []
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for stack, count in stacks.items():
         frames = [_function(f) for f in stack.split(";") if f]
-        if not frames:
+        if not frames or frames[-1].partition(" (")[0] in _WAITING:
             continue
         own[frames[-1]] += count
         for name in set(frames):
