@@ -197,6 +197,8 @@ def _start_stack(
         "VAULT_MASTER_KEY": MASTER_KEY,
         "SERVICE_TOKEN": SERVICE_TOKEN,
         "VAULT_DATABASE_URL": f"sqlite:///{tmp}/vault.db",
+        # Never the default data/usage.db: that is relative to the repository (the cwd).
+        "USAGE_DATABASE_URL": f"sqlite:///{tmp}/usage.db",
         "VAULT_LISTEN_ADDR": f"127.0.0.1:{ports['vault']}",
         "GATEWAY_LISTEN_ADDR": f"127.0.0.1:{ports['gateway']}",
         "BRIDGE_LISTEN_ADDR": f"127.0.0.1:{ports['bridge']}",
