@@ -156,6 +156,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         except asyncio.CancelledError:
             record.status = "CANCELLED"  # the client went away, or its deadline passed
             raise
+        except Exception:
+            record.status = "INTERNAL"  # what unary_errors answers; never logged or billed as OK
+            raise
         finally:
             self._finish(record, started)
 

@@ -21,6 +21,7 @@ import pytest
 from gateway_service.ledger import LedgerEntry, PriceTable, UsageSettings
 from gateway_service.ledger.settings import SHIPPED_PRICES
 from gateway_service.limits.estimate import prompt_tokens
+from gateway_service.providers.workers_ai import WorkersAI
 from native1api.gateway.v1 import chat_pb2, gateway_service_pb2
 from tests.bridge.support import bridge_settings, serve_bridge
 from tests.ledger.support import (
@@ -306,6 +307,34 @@ async def test_refused_completions_leave_no_record(
         await asyncio.sleep(0.5)
         entries = await read_all(url, today() - dt.timedelta(days=1), today())
         assert [e.request_id for e in entries] == ["refused-ok"]
+
+
+@pytest.mark.parametrize("kind", ["ok", "stream"])
+async def test_an_unexpected_failure_is_recorded_as_internal_not_ok(
+    tmp_path: Path,
+    tokens: TokenFactory,
+    keyring: KeyRing,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """A bug in the gateway is INTERNAL to the caller, and so in the ledger (and the log)."""
+
+    async def broken(*_: object, **__: object) -> Any:
+        raise RuntimeError("a gateway bug")
+
+    async def broken_stream(*_: object, **__: object) -> Any:
+        raise RuntimeError("a gateway bug")
+        yield  # pragma: no cover - an async generator that fails on first use
+
+    monkeypatch.setattr(WorkersAI, "complete", broken)
+    monkeypatch.setattr(WorkersAI, "stream", broken_stream)
+    url = f"sqlite:///{tmp_path}/usage.db"
+    async with ledger_stack(tmp_path, tokens, keyring, usage_settings(url)) as stack:
+        outcome = await complete(stack, "ledger-bug", kind, "boom", f"bug-{kind}")
+        assert outcome.status == "INTERNAL"
+        [entry] = await wait_for_records(url, 1)
+    assert (entry.request_id, entry.status) == (f"bug-{kind}", "INTERNAL")
+    assert entry.estimated and entry.total_tokens == 0
 
 
 async def test_history_from_a_gateway_without_a_ledger_is_unimplemented(
