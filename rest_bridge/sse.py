@@ -17,7 +17,10 @@ that reaches the gateway over gRPC flow control when a client reads slowly):
   upstream connection in the gateway.
 
 The writer (this app's own coroutine) turns queue items into bytes; everything that can wait in
-the queue at once is sent in one write. Frames are `data: <json>\n\n`, never `event:` lines.
+the queue at once is sent in one write. The route asks the gateway for batches
+(`allow_batches`): a message may carry several chunks that were ready together (`chunk`, then
+`more_chunks`), and all their frames go out in the same write. Frames are `data: <json>\n\n`,
+never `event:` lines.
 """
 
 from __future__ import annotations
