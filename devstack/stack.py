@@ -124,7 +124,8 @@ def common_env() -> tuple[dict[str, str], bool]:
 
 def standin_child(env: dict[str, str]) -> Child:
     """The local Workers AI stand-in (`python -m fakes workers-ai`) for the token in `env`."""
-    args = ("workers-ai", "--port", str(STANDIN_PORT), "--token", env["CLOUDFLARE_API_TOKEN"])
+    # `--token=VALUE`: a random token may start with "-", which argparse would take for an option.
+    args = ("workers-ai", "--port", str(STANDIN_PORT), f"--token={env['CLOUDFLARE_API_TOKEN']}")
     return Child("workers-ai-standin", "fakes", args, role="standin")
 
 
