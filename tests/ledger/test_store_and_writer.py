@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 import time
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,6 +20,7 @@ from gateway_service.ledger import (
     UsageUnavailable,
     entry_from_record,
     open_usage_store,
+    sqlite_store,
 )
 from gateway_service.ledger.settings import SHIPPED_PRICES
 from gateway_service.request_log import RequestRecord
@@ -267,3 +271,41 @@ async def test_a_full_queue_drops_counted_and_logged_never_silently(
     await ledger.aclose()
     lost = sample(registry, "native1api_gateway_usage_records_dropped_total", reason="shutdown")
     assert full + lost == 100  # every record is either written or counted lost
+
+
+class _Recording:
+    """A SQLite connection that remembers every statement text it was given."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.texts: set[str] = set()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self.texts.add(sql)
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        self.texts.add(sql)
+        return self._conn.executemany(sql, rows)
+
+
+def test_batches_of_any_size_share_their_statement_texts(tmp_path: Path) -> None:
+    """Each distinct text is a prepared statement in the connection's cache: one per batch size
+    made the gateway's memory grow with every new size (the soak caught it)."""
+    prices = PriceTable.load(SHIPPED_PRICES)
+    conn = sqlite_store._connect(str(tmp_path / "usage.db"))
+    recording = _Recording(conn)
+    try:
+        written_total = 0
+        for size in (1, 2, 7, 33, 120, 499, 500, 501):
+            batch = [entry_from_record(record(f"s{size}", n), NOON, prices) for n in range(size)]
+            written_total += sqlite_store._write(cast(sqlite3.Connection, recording), batch)
+    finally:
+        conn.close()
+    assert written_total == sum((1, 2, 7, 33, 120, 499, 500, 501))
+    # BEGIN, COMMIT, the duplicate check, the insert and the rollup upsert: nothing per size.
+    assert len(recording.texts) == 5, sorted(t[:60] for t in recording.texts)
