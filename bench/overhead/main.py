@@ -46,6 +46,7 @@ from bench.overhead.load import TARGETS, CaseResult, Target, run_case, sustained
 from bench.overhead.profile import profile_section, profiled
 from bench.overhead.report import (
     Row,
+    baseline_by_case,
     comparison_section,
     machine_facts,
     stream_table,
@@ -450,7 +451,7 @@ def _in_turn(
 
 def _with_baseline(rows: list[Row], base_rows: list[Row]) -> list[Row]:
     """The change's rows, each followed by its baseline's."""
-    base = {(r.target.split("@")[0], r.stream, r.label): r for r in base_rows}
+    base = baseline_by_case(base_rows)
     out: list[Row] = []
     for row in rows:
         out.append(row)

@@ -114,22 +114,19 @@ def _function(frame: str) -> str:
 
 def top_functions(stacks: Counter[str], top: int = TOP) -> list[tuple[str, float, float]]:
     """(function, self %, total %) for the `top` functions with the most self samples."""
-    total = sum(
-        count
-        for stack, count in stacks.items()
-        if _function(stack.rpartition(";")[2]).partition(" (")[0] not in _WAITING
-    )
-    if not total:
-        return []
+    total = 0
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for stack, count in stacks.items():
         frames = [_function(f) for f in stack.split(";") if f]
         if not frames or frames[-1].partition(" (")[0] in _WAITING:
             continue
+        total += count
         own[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
+    if not total:
+        return []
     return [
         (name, 100 * count / total, 100 * inclusive[name] / total)
         for name, count in own.most_common(top)

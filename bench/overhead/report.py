@@ -328,9 +328,14 @@ def _ratio(new: float, old: float) -> str:
     return "-" if not old or new != new or old != old else f"{new / old:.2f}x"
 
 
+def baseline_by_case(base_rows: list[Row]) -> dict[tuple[str, bool, str], Row]:
+    """The baseline's rows by (target without `@baseline`, stream, label): the change's keys."""
+    return {(r.target.split("@")[0], r.stream, r.label): r for r in base_rows}
+
+
 def comparison_section(rows: list[Row], base_rows: list[Row], commit: str) -> list[str]:
     """The change against the baseline build measured in the same rounds (baseline.py)."""
-    base = {(r.target.split("@")[0], r.stream, r.label): r for r in base_rows}
+    base = baseline_by_case(base_rows)
     out = [
         f"## The change against the baseline (git {commit}), same run",
         "",

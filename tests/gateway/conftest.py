@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.gateway.upstream_server import UpstreamServer, upstream_server
 from tests.support.logcheck import assert_logs_clean
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamServer]:
+    """A real HTTP server on a free loopback port that answers as each test scripts it."""
+    async with upstream_server() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

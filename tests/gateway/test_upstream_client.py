@@ -40,12 +40,6 @@ SETTINGS = HttpSettings(
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    async with upstream_server() as server:
-        yield server
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[UpstreamClient]:
     async with make_client(SETTINGS) as client:
         yield client

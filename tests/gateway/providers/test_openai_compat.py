@@ -26,18 +26,12 @@ from gateway_service.upstream_http import HttpSettings, UpstreamClient, make_cli
 from native1api.gateway.v1 import chat_pb2
 from rpc_common.openai import request_from_json
 from rpc_common.status import RpcError
-from tests.gateway.upstream_server import Handler, UpstreamServer, reply, upstream_server
+from tests.gateway.upstream_server import Handler, UpstreamServer, reply
 
 KEY = "sk-or-v1-0123456789abcdef0123456789"
 SETTINGS = HttpSettings(max_retries=0)
 SSE = {"content-type": "text/event-stream"}
 NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    async with upstream_server() as server:
-        yield server
 
 
 @pytest.fixture
